@@ -1,0 +1,44 @@
+"""Statistical core of confprune: p-values, FWER procedures and Learn-Then-Test (NumPy/SciPy only)."""
+
+from .fwer import (
+    FWERS,
+    NOT_CERTIFIED,
+    Bonferroni,
+    FixedSequence,
+    Holm,
+    MultiStartFixedSequence,
+    certified_index,
+    make_fwer,
+)
+from .ltt import (
+    Calibration,
+    Splits,
+    SplitValidation,
+    calibrate,
+    check_loss_table,
+    clopper_pearson,
+    draw_splits,
+    is_binary,
+    split_pvalues,
+    validate_splits,
+)
+from .pvalues import (
+    BINARY_ONLY,
+    BOUNDS,
+    bentkus_pvalue,
+    binomial_pvalue,
+    h1,
+    hb_pvalue,
+    hoeffding_pvalue,
+    max_certified_count,
+    pvalues_from_sums,
+    wsr_pvalue,
+)
+
+__all__ = [
+    "BINARY_ONLY", "BOUNDS", "FWERS", "NOT_CERTIFIED", "Bonferroni", "Calibration", "FixedSequence",
+    "Holm", "MultiStartFixedSequence", "SplitValidation", "Splits", "bentkus_pvalue",
+    "binomial_pvalue", "calibrate", "certified_index", "check_loss_table", "clopper_pearson",
+    "draw_splits", "h1", "hb_pvalue", "hoeffding_pvalue", "is_binary", "make_fwer",
+    "max_certified_count", "pvalues_from_sums", "split_pvalues", "validate_splits", "wsr_pvalue",
+]
