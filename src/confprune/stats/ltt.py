@@ -284,12 +284,13 @@ def calibrate(
     delta: float,
     bound: str,
     fwer: FwerProcedure | str = "fixed_sequence",
-    order_seed: int = 0,
+    order_seed: int | None = 0,
 ) -> Calibration:
     """LTT on a single calibration loss table of shape (G, n).
 
     For sequential bounds (WSR) the calibration points are taken in a random order drawn from
-    ``order_seed`` (fixed before seeing the data).
+    ``order_seed`` (fixed before seeing the data); ``order_seed=None`` keeps the given column
+    order, for callers whose columns are already in a random order.
     """
     cal_losses = check_loss_table(cal_losses, "calibration losses")
     check_bound_for_table(bound, cal_losses)
@@ -298,8 +299,9 @@ def calibrate(
     binary = is_binary(cal_losses)
     sums = cal_losses.astype(np.float64).sum(axis=1)
     if bound in NEEDS_SEQUENCE:
-        order = np.random.default_rng(order_seed).permutation(n)
-        p = wsr_pvalue(cal_losses[:, order], alpha, delta)
+        if order_seed is not None:
+            cal_losses = cal_losses[:, np.random.default_rng(order_seed).permutation(n)]
+        p = wsr_pvalue(cal_losses, alpha, delta)
     else:
         p = pvalues_from_sums(bound, np.rint(sums) if binary else sums, n, alpha)  # type: ignore[arg-type]
     rejected = procedure.reject(p, delta)
