@@ -31,6 +31,7 @@ from .pvalues import (
     hb_pvalue,
     hoeffding_pvalue,
     max_certified_count,
+    pvalues_from_losses,
     pvalues_from_sums,
     wsr_pvalue,
 )
@@ -40,5 +41,5 @@ __all__ = [
     "Holm", "MultiStartFixedSequence", "SplitValidation", "Splits", "bentkus_pvalue",
     "binomial_pvalue", "calibrate", "certified_index", "check_loss_table", "clopper_pearson",
     "draw_splits", "h1", "hb_pvalue", "hoeffding_pvalue", "is_binary", "make_fwer",
-    "max_certified_count", "pvalues_from_sums", "split_pvalues", "validate_splits", "wsr_pvalue",
+    "max_certified_count", "pvalues_from_losses", "pvalues_from_sums", "split_pvalues", "validate_splits", "wsr_pvalue",
 ]

@@ -198,6 +198,19 @@ def pvalues_from_sums(
     raise ValueError(f"unknown bound {bound!r}; allowed: {', '.join(BOUNDS)}")
 
 
+def pvalues_from_losses(bound: BoundName, losses: np.ndarray, alpha: float, delta: float) -> np.ndarray:
+    """p-values from per-sample losses along the last axis (shape (..., n)) for any bound.
+
+    For ``wsr`` the last axis must already be in a random order independent of the data.
+    """
+    losses = np.asarray(losses)
+    if bound == "wsr":
+        return wsr_pvalue(losses, alpha, delta)
+    n = losses.shape[-1]
+    sums = losses.astype(np.float64).sum(axis=-1)
+    return pvalues_from_sums(bound, np.rint(sums) if bound == "binomial" else sums, n, alpha)
+
+
 def max_certified_count(bound: BoundName, n: int, alpha: float, delta: float) -> int:
     """Largest number of calibration errors (binary losses) whose p-value is still ≤ δ; −1 if none.
 

@@ -1,0 +1,159 @@
+"""Figures of one run (PNG + PDF): risk vs λ, test-risk and λ̂ histograms, first-layer heat map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .calibrate import Certification  # noqa: E402
+from .pruning import PruningFamily  # noqa: E402
+from .stats import SplitValidation  # noqa: E402
+
+# Paper size: one column ≈ 3.4 in; fonts stay readable when the PDF is scaled to it.
+plt.rcParams.update(
+    {"figure.dpi": 150, "savefig.bbox": "tight", "font.size": 9, "axes.titlesize": 9, "legend.fontsize": 7.5}
+)
+
+
+def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        p = out_dir / f"{stem}.{ext}"
+        fig.savefig(p)
+        paths.append(str(p))
+    plt.close(fig)
+    return paths
+
+
+def risk_vs_lambda(
+    lambdas: np.ndarray,
+    model_sparsity: np.ndarray,
+    validation: SplitValidation,
+    cert: Certification,
+    pool_risk: np.ndarray,
+    loss_name: str,
+    out_dir: Path,
+) -> list[str]:
+    """Calibration risk across splits (median and 5–95% band) vs λ, α, λ̂ markers, sparsity."""
+    assert validation.cal_risk_table is not None
+    cal = validation.cal_risk_table  # (G', S)
+    fig, ax = plt.subplots(figsize=(4.8, 3.2))
+    lo, med, hi = np.quantile(cal, [0.05, 0.5, 0.95], axis=1)
+    ax.fill_between(lambdas, lo, hi, color="C0", alpha=0.25, lw=0, label="calibration risk, 5–95% over splits")
+    ax.plot(lambdas, med, color="C0", lw=1.5, label="calibration risk, median")
+    ax.plot(lambdas, pool_risk, color="k", lw=0.8, ls=":", label="pool risk")
+    ax.axhline(validation.alpha, color="C3", lw=1, ls="--", label=f"α = {validation.alpha:g}")
+    certified = validation.lambda_index[validation.certified]
+    if certified.size:
+        ax.axvline(np.median(lambdas[certified]), color="C2", lw=1, ls="-.", label="median λ̂ over splits")
+    if cert.certified:
+        ax.axvline(cert.lambda_hat, color="C1", lw=1.2, label=f"deployed λ̂ = {cert.lambda_hat:.2f}")
+    top = max(3 * validation.alpha, float(np.nanmax(hi[: max(1, int(np.searchsorted(hi, 3 * validation.alpha)))])))
+    ax.set_ylim(0, min(1.0, top))
+    ax.set_xlabel("pruning ratio λ (fraction of the pool removed)")
+    ax.set_ylabel(f"risk ({loss_name})")
+    ax.set_xlim(lambdas[0], lambdas[-1])
+    ax2 = ax.twinx()
+    ax2.plot(lambdas, model_sparsity, color="0.5", lw=0.8, label="model sparsity (right axis)")
+    ax2.set_ylabel("sparsity of the whole model", color="0.4")
+    ax2.set_ylim(0, 1)
+    ax2.tick_params(axis="y", colors="0.4")
+    handles = ax.get_legend_handles_labels()
+    extra = ax2.get_legend_handles_labels()
+    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper left", frameon=False)
+    ax.set_title(f"Risk vs pruning ratio ({validation.n_splits} splits, n_cal = {validation.n_cal})")
+    return _save(fig, out_dir, "risk_vs_lambda")
+
+
+def test_risk_histogram(validation: SplitValidation, out_dir: Path) -> list[str]:
+    fig, ax = plt.subplots(figsize=(3.6, 2.6))
+    risks = validation.test_risk[validation.certified]
+    if risks.size:
+        ax.hist(risks, bins=30, color="C0", alpha=0.8)
+    ax.axvline(validation.alpha, color="C3", ls="--", label=f"α = {validation.alpha:g}")
+    lo, hi = validation.coverage_interval()
+    ax.set_title(f"coverage {validation.coverage:.3f} [{lo:.3f}, {hi:.3f}] (target ≥ {1 - validation.delta:g})")
+    ax.set_xlabel(f"test risk at λ̂ (n_test = {validation.n_test})")
+    ax.set_ylabel("splits")
+    ax.legend(frameon=False)
+    return _save(fig, out_dir, "test_risk_hist")
+
+
+def lambda_hat_histogram(lambdas: np.ndarray, validation: SplitValidation, out_dir: Path) -> list[str]:
+    fig, ax = plt.subplots(figsize=(3.6, 2.6))
+    idx = validation.lambda_index[validation.certified]
+    if idx.size:
+        values, counts = np.unique(lambdas[idx], return_counts=True)
+        width = np.min(np.diff(lambdas)) if lambdas.size > 1 else 0.01
+        ax.bar(values, counts, width=0.9 * width, color="C2")
+    n_none = int((~validation.certified).sum())
+    ax.set_title(f"certified λ̂ over {validation.n_splits} splits ({n_none} certified nothing)")
+    ax.set_xlabel("λ̂")
+    ax.set_ylabel("splits")
+    return _save(fig, out_dir, "lambda_hat_hist")
+
+
+def _first_layer(family: PruningFamily, model: torch.nn.Module) -> str | None:
+    for name, p in model.named_parameters():
+        if name in family.ranks and p.dim() >= 2:
+            return name
+    return None
+
+
+def _tile(kernels: np.ndarray) -> np.ndarray:
+    """(n, kh, kw) → a near-square mosaic with one-pixel NaN gaps between kernels."""
+    n, kh, kw = kernels.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    canvas = np.full((rows * (kh + 1) - 1, cols * (kw + 1) - 1), np.nan)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        canvas[r * (kh + 1) : r * (kh + 1) + kh, c * (kw + 1) : c * (kw + 1) + kw] = kernels[i]
+    return canvas
+
+
+def first_layer_heatmap(model: torch.nn.Module, family: PruningFamily, lam_hat: float | None, out_dir: Path) -> list[str]:
+    """|w| of the first layer beside the λ at which each weight is pruned (low = removed first).
+
+    A linear layer on 28×28 inputs is shown per input pixel (mean over output units); conv kernels
+    are tiled (mean over input channels).
+    """
+    name = _first_layer(family, model)
+    if name is None:
+        return []
+    w = dict(model.named_parameters())[name].detach().abs().cpu().numpy()
+    group = family.group_of[name]
+    # λ at which an entry is pruned: the smallest λ with round(λ·P) > rank, ≈ rank / P.
+    prune_at = family.ranks[name].cpu().numpy() / family.group_sizes[group]
+    if w.ndim == 2 and w.shape[1] == 28 * 28:
+        mag, when = w.mean(0).reshape(28, 28), prune_at.mean(0).reshape(28, 28)
+        subtitle = "mean over output units per input pixel"
+    elif w.ndim == 4:
+        mag, when = _tile(w.mean(1)), _tile(prune_at.mean(1))
+        subtitle = f"{w.shape[0]} kernels {w.shape[2]}×{w.shape[3]}, mean over {w.shape[1]} input ch."
+    else:
+        mag, when = w, prune_at
+        subtitle = f"{w.shape[0]}×{w.shape[1]} matrix"
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.2))
+    im0 = axes[0].imshow(mag, cmap="viridis")
+    axes[0].set_title(f"|w| of {name}")
+    fig.colorbar(im0, ax=axes[0], fraction=0.046, pad=0.03)
+    im1 = axes[1].imshow(when, cmap="magma", vmin=0, vmax=1)
+    axes[1].set_title("λ at which it is pruned (dark: first)")
+    fig.colorbar(im1, ax=axes[1], fraction=0.046, pad=0.03)
+    caption = subtitle
+    if lam_hat is not None:
+        axes[1].contour(np.nan_to_num(when, nan=1.0) <= lam_hat, levels=[0.5], colors="c", linewidths=0.7)
+        caption += f"; cyan outline: removed at the certified λ̂ = {lam_hat:.2f}"
+    fig.text(0.5, 0.02, caption, ha="center", fontsize=7.5)
+    for a in axes:
+        a.set_xticks([])
+        a.set_yticks([])
+    return _save(fig, out_dir, "first_layer_heatmap")

@@ -1,0 +1,92 @@
+"""Per-sample losses L_i(λ) = ℓ(f(x_i), f_λ(x_i), y_i) ∈ [0, 1] (method.md §7).
+
+Each loss maps (dense output, pruned output, target) for a batch to a 1-D tensor of per-sample
+losses. ``binary`` says whether every value is 0 or 1 (so the binomial p-value applies); ``aux``
+optionally returns per-sample side statistics reported beside the risk (e.g. abstention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+AuxFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Loss:
+    name: str
+    fn: LossFn
+    binary: bool
+    labeled: bool
+    task: str = "classification"
+    aux: AuxFn | None = field(default=None)
+
+    def __call__(self, dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.fn(dense, pruned, target)
+
+
+def label_01(dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pruned.argmax(dim=1) != target).to(torch.float32)
+
+
+def disagreement(dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pruned.argmax(dim=1) != dense.argmax(dim=1)).to(torch.float32)
+
+
+def tv_distance(dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Ours: total-variation distance ½·Σ|softmax(f) − softmax(f_λ)| ∈ [0, 1] (unlabeled, fractional)."""
+    diff = torch.softmax(dense.double(), dim=1) - torch.softmax(pruned.double(), dim=1)
+    return (0.5 * diff.abs().sum(dim=1)).clamp(0.0, 1.0).to(torch.float32)
+
+
+def selective(tau: float) -> tuple[LossFn, AuxFn]:
+    """Ours: abstain when the pruned max softmax < τ; loss = 1{answered and wrong}."""
+
+    def answered(pruned: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(pruned, dim=1).amax(dim=1) >= tau
+
+    def fn(dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (answered(pruned) & (pruned.argmax(dim=1) != target)).to(torch.float32)
+
+    def aux(dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"abstention": (~answered(pruned)).to(torch.float32)}
+
+    return fn, aux
+
+
+def _fixed(fn: LossFn) -> Callable[[float], tuple[LossFn, AuxFn | None]]:
+    return lambda tau: (fn, None)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered loss: its properties, and how to build it for a threshold τ."""
+
+    name: str
+    binary: bool
+    labeled: bool
+    build: Callable[[float], tuple[LossFn, AuxFn | None]]
+    task: str = "classification"
+
+    def make(self, tau: float = 0.5) -> Loss:
+        fn, aux = self.build(tau)
+        return Loss(self.name, fn, self.binary, self.labeled, self.task, aux)
+
+
+LOSSES: dict[str, LossSpec] = {
+    "label_01": LossSpec("label_01", binary=True, labeled=True, build=_fixed(label_01)),
+    "disagreement": LossSpec("disagreement", binary=True, labeled=False, build=_fixed(disagreement)),
+    "selective": LossSpec("selective", binary=True, labeled=True, build=selective),
+    "tv_distance": LossSpec("tv_distance", binary=False, labeled=False, build=_fixed(tv_distance)),
+}
+
+
+def make_loss(name: str, tau: float = 0.5) -> Loss:
+    """The loss registered under ``name``, with its threshold τ where it has one."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss.name={name!r}; allowed: {', '.join(LOSSES)}")
+    return LOSSES[name].make(tau)

@@ -1,0 +1,30 @@
+"""Model registry: ``build_model(cfg)`` turns a model config (``name`` + arguments) into a module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from .mnist import MnistCNN, MnistMLP
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mnist_cnn": MnistCNN,
+    "mnist_mlp": MnistMLP,
+}
+
+
+def build_model(cfg: Mapping[str, Any]) -> nn.Module:
+    kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
+    try:
+        factory = MODELS[cfg["name"]]
+    except KeyError:
+        raise ValueError(f"unknown model.name={cfg.get('name')!r}; allowed: {', '.join(MODELS)}") from None
+    try:
+        return factory(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"model {cfg['name']!r} does not accept these arguments {kwargs}: {err}") from None
+
+
+__all__ = ["MODELS", "MnistCNN", "MnistMLP", "build_model"]

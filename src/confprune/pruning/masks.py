@@ -1,0 +1,112 @@
+"""Nested pruning masks for a whole λ grid from one ranking of the scores (method.md §6).
+
+Scores are ranked once (a stable sort; ties broken by position); at ratio λ the
+k(λ) = round(λ·P) lowest-ranked entries of each group are pruned, where a group is the whole pool
+(global scope) or one parameter tensor (layer-wise scope). Consequences: masks for increasing λ
+are nested, the achieved sparsity is exactly k/P, the dense weights are never modified, and no
+quantile is computed (torch.quantile fails above 2^24 elements). round(λ·P) is what
+``torch.nn.utils.prune`` uses, so our masks and ``prune.global_unstructured`` agree up to ties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+SCOPES = ("global", "layerwise")
+_NORM_TYPES = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+)
+
+
+def prunable_parameters(
+    model: nn.Module, include_bias: bool = True, include_norm: bool = True
+) -> dict[str, torch.Tensor]:
+    """The pruning pool: trainable parameters by full name (the paper code: all of them)."""
+    pool: dict[str, torch.Tensor] = {}
+    for module_name, module in model.named_modules():
+        is_norm = isinstance(module, _NORM_TYPES)
+        for pname, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            if is_norm and not include_norm:
+                continue
+            if pname == "bias" and not include_bias:
+                continue
+            pool[f"{module_name}.{pname}" if module_name else pname] = param
+    if not pool:
+        raise ValueError("the pruning pool is empty: no trainable parameter matches the pool options")
+    return pool
+
+
+def n_pruned(lam: float, size: int) -> int:
+    """Number of entries pruned at ratio λ in a group of ``size`` entries (as torch's prune)."""
+    return int(round(lam * size))
+
+
+class PruningFamily:
+    """A family of nested masks indexed by λ ∈ [0, 1), built from per-parameter scores.
+
+    Higher score = more important = pruned later. ``rank[name]`` holds each entry's position in
+    its group's ascending order; the entry is kept at λ iff rank ≥ k(λ) of its group.
+    """
+
+    def __init__(self, ranks: Mapping[str, torch.Tensor], groups: list[list[str]], criterion: str = "", scope: str = "global"):
+        self.ranks = dict(ranks)
+        self.groups = groups
+        self.group_of = {name: g for g, names in enumerate(groups) for name in names}
+        self.group_sizes = [sum(self.ranks[n].numel() for n in names) for names in groups]
+        self.criterion = criterion
+        self.scope = scope
+
+    @classmethod
+    def from_scores(cls, scores: Mapping[str, torch.Tensor], scope: str = "global", criterion: str = "") -> PruningFamily:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown pruning.scope={scope!r}; allowed: {', '.join(SCOPES)}")
+        names = list(scores)
+        groups = [names] if scope == "global" else [[n] for n in names]
+        ranks: dict[str, torch.Tensor] = {}
+        for group in groups:
+            flat = torch.cat([scores[n].detach().reshape(-1).to(torch.float64) for n in group])
+            if not torch.all(torch.isfinite(flat)):
+                raise ValueError(f"pruning scores of {group} contain NaN or infinite values")
+            order = torch.sort(flat, stable=True).indices
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(flat.numel())
+            offset = 0
+            for n in group:
+                size = scores[n].numel()
+                ranks[n] = rank[offset : offset + size].reshape(scores[n].shape)
+                offset += size
+        return cls(ranks, groups, criterion=criterion, scope=scope)
+
+    @property
+    def pool_size(self) -> int:
+        return sum(self.group_sizes)
+
+    def pruned_per_group(self, lam: float) -> list[int]:
+        if not 0.0 <= lam < 1.0:
+            raise ValueError(f"λ must lie in [0, 1), got {lam}")
+        return [n_pruned(lam, size) for size in self.group_sizes]
+
+    def masks(self, lam: float) -> dict[str, torch.Tensor]:
+        """Boolean keep-masks (True = kept) for every parameter in the pool."""
+        ks = self.pruned_per_group(lam)
+        return {n: r >= ks[self.group_of[n]] for n, r in self.ranks.items()}
+
+    def sparsity(self, lam: float) -> float:
+        """Exact fraction of the pool pruned at λ."""
+        return sum(self.pruned_per_group(lam)) / self.pool_size
+
+    def apply(self, params: Mapping[str, torch.Tensor], lam: float) -> dict[str, torch.Tensor]:
+        """Pruned copies of the pool parameters (exact zeros where pruned); others untouched."""
+        out = dict(params)
+        for name, keep in self.masks(lam).items():
+            w = params[name]
+            out[name] = torch.where(keep.to(w.device), w, torch.zeros((), dtype=w.dtype, device=w.device))
+        return out

