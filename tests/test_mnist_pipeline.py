@@ -16,6 +16,7 @@ import torch
 from confprune.data.mnist import FILES, ensure_mnist, read_idx, write_idx
 from confprune.losses import make_loss
 from confprune.models import build_model
+from confprune.sweep import forward_batched
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -112,9 +113,8 @@ def test_export_round_trip_reproduces_certified_risk(smoke_dir):
                          "train_limit": 12000, "pool_limit": 2000})
     idx = torch.tensor(cert["calibration_indices"])
     assert data.pool_fingerprint(np.asarray(cert["calibration_indices"])) == cert["data"]["calibration_fingerprint"]
-    with torch.inference_mode():
-        out = pruned(data.pool_inputs[idx])
-        losses = make_loss(cert["loss"]["name"])(out, out, data.pool_targets[idx])  # label_01 ignores dense
+    out = torch.cat(forward_batched(pruned, data.pool_inputs[idx]))
+    losses = make_loss(cert["loss"]["name"])(out, out, data.pool_targets[idx])  # label_01 ignores dense
     assert losses.double().sum().item() / len(idx) == cert["cal_risk"]  # exactly, not approximately
     assert cert["p_values"][cert["lambda_index"]] <= cert["delta"]
     assert len(cert["p_values"]) == cert["grid_evaluated"]
@@ -150,9 +150,12 @@ def test_corrupt_cache_is_retrained_not_trusted(smoke_dir, compose, tmp_path, ca
 def test_early_stop_gives_identical_results(smoke_dir, compose, tmp_path):
     from confprune.run import run
 
-    _, cfg = compose(["experiment=mnist_smoke", "figures=false", "sweep.early_stop=true",
-                      "calibration.alpha=0.05"], tmp_path / "early")
-    _, full = compose(["experiment=mnist_smoke", "figures=false", "calibration.alpha=0.05"], tmp_path / "full")
+    # A grid up to λ = 0.99, where the pruned CNN is near chance: every chain has stopped before
+    # the last grid point, so the early-stopped sweep must be shorter and give the same results.
+    common = ["experiment=mnist_smoke", "figures=false", "calibration.alpha=0.05",
+              "calibration.grid.stop=0.99", "calibration.grid.num=34"]
+    _, cfg = compose([*common, "sweep.early_stop=true"], tmp_path / "early")
+    _, full = compose(common, tmp_path / "full")
     a, b = run(cfg, tmp_path / "early"), run(full, tmp_path / "full")
     assert a["grid"]["evaluated"] < b["grid"]["evaluated"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "early" / "splits.csv"), pd.read_csv(tmp_path / "full" / "splits.csv"))

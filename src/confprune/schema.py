@@ -86,7 +86,7 @@ class TrainerConfig:
 
 @dataclass
 class SweepConfig:
-    batch_size: int = 2000
+    batch_size: int = 500
     early_stop: bool = False
     device: str = "cpu"
     progress: bool = True

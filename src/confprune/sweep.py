@@ -35,6 +35,7 @@ class LossTable:
     aux: dict[str, np.ndarray] = field(default_factory=dict)  # (G',) pool means, e.g. abstention
     seconds: float = 0.0
     dense_seconds: float = 0.0  # one dense forward pass over the pool
+    row_seconds: np.ndarray | None = None  # (G',) time of each λ row (pruning + forward + loss)
 
     @property
     def lambdas(self) -> np.ndarray:
@@ -68,6 +69,37 @@ def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
+def _fast_layout(t: torch.Tensor) -> torch.Tensor:
+    """channels_last for 4-D tensors: oneDNN convolutions run ~3x faster on CPU in that layout
+    (measured on the MNIST CNN); the values are the same, only the memory order changes."""
+    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+
+@torch.inference_mode()
+def forward_batched(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    weights: dict[str, torch.Tensor] | None = None,
+    batch_size: int = 500,
+) -> list[torch.Tensor]:
+    """Model outputs over ``inputs`` in batches, optionally with substituted ``weights``.
+
+    The single forward path of the project: the sweep, the dense outputs and the export check
+    all go through it, so they agree bit for bit.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    if weights is None:
+        weights = {k: v.detach() for k, v in model.named_parameters()}
+        weights.update({k: v.detach() for k, v in model.named_buffers()})
+    weights = {k: _fast_layout(v) for k, v in weights.items()}
+    outs = []
+    for b in _batches(inputs.shape[0], batch_size):
+        x = _fast_layout(inputs[b].to(device))
+        outs.append(functional_call(model, weights, (x,)))
+    return outs
+
+
 @torch.inference_mode()
 def compute_loss_table(
     model: nn.Module,
@@ -77,7 +109,7 @@ def compute_loss_table(
     targets: torch.Tensor,
     loss: Loss,
     *,
-    batch_size: int = 2000,
+    batch_size: int = 500,
     stop: StopRule | None = None,
     progress: bool = True,
 ) -> LossTable:
@@ -93,19 +125,21 @@ def compute_loss_table(
     n = inputs.shape[0]
     batches = _batches(n, batch_size)
     t0 = time.perf_counter()
-    dense_out = [model(inputs[b].to(device)) for b in batches]
+    dense_out = forward_batched(model, inputs, {**params, **buffers}, batch_size)
     dense_seconds = time.perf_counter() - t0
     rows: list[np.ndarray] = []
     aux_rows: dict[str, list[float]] = {}
     sparsity: list[float] = []
     bar = tqdm(grid, desc="λ sweep", disable=not progress, leave=False)
+    row_seconds: list[float] = []
     for j, lam in enumerate(bar):
+        t_row = time.perf_counter()
         weights = {**family.apply(params, float(lam)), **buffers}
+        outs = forward_batched(model, inputs, weights, batch_size)
         row = torch.empty(n, dtype=torch.float32)
         aux_sum: dict[str, float] = {}
-        for b, dense in zip(batches, dense_out, strict=True):
-            x, y = inputs[b].to(device), targets[b].to(device)
-            out = functional_call(model, weights, (x,))
+        for b, dense, out in zip(batches, dense_out, outs, strict=True):
+            y = targets[b].to(device)
             row[b] = loss(dense, out, y).float().cpu()
             if loss.aux is not None:
                 for k, v in loss.aux(dense, out, y).items():
@@ -117,6 +151,7 @@ def compute_loss_table(
                 f"range [{np.nanmin(row_np):g}, {np.nanmax(row_np):g}]"
             )
         rows.append(row_np)
+        row_seconds.append(time.perf_counter() - t_row)
         sparsity.append(family.sparsity(float(lam)))
         for k, v in aux_sum.items():
             aux_rows.setdefault(k, []).append(v / n)
@@ -130,4 +165,5 @@ def compute_loss_table(
         aux={k: np.asarray(v) for k, v in aux_rows.items()},
         seconds=time.perf_counter() - t0,
         dense_seconds=dense_seconds,
+        row_seconds=np.asarray(row_seconds),
     )

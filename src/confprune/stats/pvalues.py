@@ -11,10 +11,9 @@ betting" (WSR), Angelopoulos et al. (2021) "Learn then Test" §3.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
 
 import numpy as np
 from scipy import stats
