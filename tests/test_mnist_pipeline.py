@@ -126,6 +126,7 @@ def test_cached_model_is_reused_and_results_reproduce(smoke_dir, compose, tmp_pa
     _, cfg = compose(["experiment=mnist_smoke", "figures=false"], tmp_path)
     s = run(cfg, tmp_path)
     assert s["model_from_cache"] is True and s["timing"]["train_s"] == 0.0
+    assert s["loss_table_from_cache"] is True  # α, bound or FWER changes never re-run the network
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "splits.csv"), pd.read_csv(smoke_dir / "splits.csv"))
     with np.load(tmp_path / "losses.npz") as a, np.load(smoke_dir / "losses.npz") as b:
         np.testing.assert_array_equal(a["losses"], b["losses"])
@@ -137,12 +138,20 @@ def test_corrupt_cache_is_retrained_not_trusted(smoke_dir, compose, tmp_path, ca
     cache = Path(os.environ["CONFPRUNE_CACHE_DIR"]) / "models"
     (ckpt,) = [p for p in cache.glob("mnist_cnn-*.pt")]
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # an interrupted write
-    _, cfg = compose(["experiment=mnist_smoke", "figures=false", "export=false"], tmp_path)
+    tables = list((Path(os.environ["CONFPRUNE_CACHE_DIR"]) / "loss_tables").glob("*.npz"))
+    assert tables
+    for table in tables:
+        table.write_bytes(b"not an npz file")
+    _, cfg = compose(["experiment=mnist_smoke", "figures=false"], tmp_path)
     with caplog.at_level("WARNING"):
         s = run(cfg, tmp_path)
-    assert s["model_from_cache"] is False
-    assert any("corrupt or mismatched" in r.message for r in caplog.records)
-    # Same seed, same model: retraining reproduces the original losses exactly.
+    assert s["model_from_cache"] is False and s["loss_table_from_cache"] is False
+    messages = [r.message for r in caplog.records]
+    assert any("cache entry" in m and "corrupt or mismatched" in m and "retraining" in m for m in messages)
+    assert any("loss-table cache entry" in m and "recomputing" in m for m in messages)
+    # Same seed, same model: retraining reproduces the original weights and losses exactly.
+    original = json.loads((smoke_dir / "certificate.json").read_text())["model"]["dense_checksum"]
+    assert json.loads((tmp_path / "certificate.json").read_text())["model"]["dense_checksum"] == original
     with np.load(tmp_path / "losses.npz") as a, np.load(smoke_dir / "losses.npz") as b:
         np.testing.assert_array_equal(a["losses"], b["losses"])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from .losses import make_loss  # noqa: E402
 from .pruning import build_family  # noqa: E402
 from .schema import Config, ConfigError, register_configs, validate  # noqa: E402
 from .stats import draw_splits, validate_splits  # noqa: E402
-from .sweep import compute_loss_table  # noqa: E402
+from .sweep import LossTable, cached_loss_table, compute_loss_table  # noqa: E402
 from .tracking import tracker  # noqa: E402
 from .train import dense_metrics, train_or_load  # noqa: E402
 
@@ -96,11 +97,26 @@ def run(cfg: Config, output_dir: str | Path) -> dict[str, Any]:
         else None
     )
 
-    table = compute_loss_table(
-        model, family, grid, data.pool_inputs, data.pool_targets, loss,
-        batch_size=cfg.sweep.batch_size, stop=stop, progress=cfg.sweep.progress,
-    )
-    timing["sweep_s"] = table.seconds
+    def sweep() -> LossTable:
+        return compute_loss_table(
+            model, family, grid, data.pool_inputs, data.pool_targets, loss,
+            batch_size=cfg.sweep.batch_size, stop=stop, progress=cfg.sweep.progress,
+        )
+
+    t = time.perf_counter()
+    if stop is None:  # complete tables are shared by every job with the same model, pool and loss
+        payload = {
+            "model_key": trained.key,
+            "pool": data.pool_fingerprint(),
+            "loss": {"name": loss.name, "tau": cfg.loss.tau},
+            "pruning": asdict(cfg.pruning),
+            "grid": [float(x) for x in grid],
+            "device": torch.device(cfg.sweep.device).type,
+        }
+        table, table_cached = cached_loss_table(cfg.paths.cache_dir, payload, sweep)
+    else:
+        table, table_cached = sweep(), False
+    timing["sweep_s"] = time.perf_counter() - t
     table.save(out / "losses.npz")
 
     t = time.perf_counter()
@@ -189,6 +205,7 @@ def run(cfg: Config, output_dir: str | Path) -> dict[str, Any]:
         "dense": dense,
         "dense_risk": float(table.losses[0].mean()),
         "model_from_cache": trained.from_cache,
+        "loss_table_from_cache": table_cached,
         "lambda_hat": {
             "median": float(np.median(lambdas[certified_idx])) if certified_idx.size else None,
             "q05": float(np.quantile(lambdas[certified_idx], 0.05)) if certified_idx.size else None,

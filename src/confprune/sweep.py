@@ -8,10 +8,12 @@ for every split, so later rows cannot change any result).
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -19,8 +21,12 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from .cache import atomic_write, content_key, locked
 from .losses import Loss
 from .pruning import PruningFamily
+from .stats import check_loss_table
+
+log = logging.getLogger(__name__)
 
 StopRule = Callable[[int, np.ndarray], bool]
 
@@ -45,7 +51,7 @@ class LossTable:
     def complete(self) -> bool:
         return self.losses.shape[0] == self.grid.shape[0]
 
-    def save(self, path: str | Path, pool_indices: np.ndarray | None = None) -> None:
+    def save(self, path: str | Path | BinaryIO, pool_indices: np.ndarray | None = None, key: str = "") -> None:
         """Write ``losses.npz`` (lambdas, sparsity, losses, pool indices, grid, aux_*)."""
         n = self.losses.shape[1]
         np.savez_compressed(
@@ -55,14 +61,52 @@ class LossTable:
             losses=self.losses,
             pool_indices=np.arange(n) if pool_indices is None else pool_indices,
             grid=self.grid,
+            cache_key=np.array(key),
+            timing=np.array([self.seconds, self.dense_seconds]),
             **{f"aux_{k}": v for k, v in self.aux.items()},
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> LossTable:
+    def load(cls, path: str | Path, expected_key: str | None = None) -> LossTable:
         with np.load(path) as z:
+            if expected_key is not None and str(z["cache_key"]) != expected_key:
+                raise ValueError(f"cache key mismatch: file {z['cache_key']}, expected {expected_key}")
             aux = {k[4:]: z[k] for k in z.files if k.startswith("aux_")}
-            return cls(grid=z["grid"], losses=z["losses"], sparsity=z["sparsity"], aux=aux)
+            seconds, dense = z["timing"] if "timing" in z.files else (0.0, 0.0)
+            table = cls(grid=z["grid"], losses=z["losses"], sparsity=z["sparsity"], aux=aux,
+                        seconds=float(seconds), dense_seconds=float(dense))
+        if table.losses.shape[0] != table.sparsity.shape[0] or table.losses.shape[0] > table.grid.shape[0]:
+            raise ValueError(f"{path}: inconsistent shapes")
+        check_loss_table(table.losses)
+        return table
+
+
+def cached_loss_table(
+    cache_dir: str | Path, payload: Mapping[str, Any], compute: Callable[[], LossTable]
+) -> tuple[LossTable, bool]:
+    """The loss table for ``payload`` (everything that determines it) from the cache, or computed
+    and cached. Returns (table, from_cache). Only complete tables are cached; a corrupt entry is
+    reported and recomputed."""
+    key = content_key({"kind": "loss_table", **payload})
+    path = Path(cache_dir) / "loss_tables" / f"{key}.npz"
+    with locked(path):
+        if path.exists():
+            try:
+                table = LossTable.load(path, expected_key=key)
+                if table.complete:
+                    log.info("loaded cached loss table %s", path)
+                    return table, True
+            except Exception as err:  # any defect: report and recompute, never trust
+                log.warning("loss-table cache entry %s is corrupt or mismatched (%s); recomputing", path, err)
+        table = compute()
+        if table.complete:
+
+            def write(tmp: str) -> None:
+                with open(tmp, "wb") as fh:
+                    table.save(fh, key=key)
+
+            atomic_write(path, write)
+        return table, False
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:

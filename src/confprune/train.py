@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,16 +20,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from torch import nn
 from tqdm.auto import tqdm
 
+from .cache import atomic_write, content_key, locked
 from .data import TaskData
 from .models import build_model
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
 # Keys that do not change the trained weights (where data lives, how the pool is cut).
 _DATASET_KEYS_IGNORED = {"data_dir", "download", "download_timeout", "pool_limit", "root_cache"}
 _TRAINER_KEYS_IGNORED = {"eval_batch_size"}
@@ -45,28 +41,20 @@ def _plain(cfg: Any) -> dict[str, Any]:
 
 
 def cache_key(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], trainer_cfg: Any, seed: int) -> str:
-    """sha256 (first 16 hex digits) of the model, dataset, trainer and seed that determine the weights."""
-    payload = {
-        "version": CACHE_VERSION,
-        "model": _plain(model_cfg),
-        "dataset": {k: v for k, v in _plain(dataset_cfg).items() if k not in _DATASET_KEYS_IGNORED},
-        "trainer": {k: v for k, v in _plain(trainer_cfg).items() if k not in _TRAINER_KEYS_IGNORED},
-        "seed": int(seed),
-    }
-    blob = json.dumps(payload, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    """Hash of the model, dataset, trainer and seed that determine the trained weights."""
+    return content_key(
+        {
+            "kind": "model",
+            "model": _plain(model_cfg),
+            "dataset": {k: v for k, v in _plain(dataset_cfg).items() if k not in _DATASET_KEYS_IGNORED},
+            "trainer": {k: v for k, v in _plain(trainer_cfg).items() if k not in _TRAINER_KEYS_IGNORED},
+            "seed": int(seed),
+        }
+    )
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def state_dict_checksum(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -170,8 +158,7 @@ def train_or_load(
 ) -> TrainedModel:
     key = cache_key(model_cfg, dataset_cfg, trainer_cfg, seed)
     path = Path(cache_dir) / "models" / f"{model_cfg['name']}-{key}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with locked(path):
         torch.manual_seed(seed)
         model = build_model(model_cfg)
         if path.exists():
