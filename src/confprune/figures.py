@@ -1,7 +1,10 @@
-"""Figures of one run (PNG + PDF): risk vs λ, test-risk and λ̂ histograms, first-layer heat map."""
+"""Figures of one run (PNG + PDF): risk vs λ, test-risk and λ̂ histograms, first-layer heat map;
+and ``python -m confprune.figures <sweep dir>``, which aggregates a multirun into one table."""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from .calibrate import Certification  # noqa: E402
@@ -157,3 +161,57 @@ def first_layer_heatmap(model: torch.nn.Module, family: PruningFamily, lam_hat: 
         a.set_xticks([])
         a.set_yticks([])
     return _save(fig, out_dir, "first_layer_heatmap")
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation of a multirun: `python -m confprune.figures <sweep dir>`
+
+SUMMARY_COLUMNS = [
+    "experiment", "model", "dataset", "loss", "bound", "fwer", "criterion", "scope", "seed", "alpha",
+    "delta", "n_cal", "n_test", "n_splits", "dense_accuracy", "lambda_hat_median", "lambda_hat_deploy",
+    "sparsity_hat_median", "sparsity_hat_deploy", "coverage", "coverage_lo", "coverage_hi",
+    "pool_coverage", "violations", "certified_fraction", "job_dir",
+]
+
+
+def collect(sweep_dir: str | Path) -> pd.DataFrame:
+    """One tidy row per finished job (a directory with summary.json) under ``sweep_dir``."""
+    rows = []
+    for summary_path in sorted(Path(sweep_dir).rglob("summary.json")):
+        s = json.loads(summary_path.read_text())
+        rows.append(
+            {
+                **{k: s.get(k) for k in ("experiment", "model", "dataset", "loss", "bound", "fwer", "criterion",
+                                         "scope", "seed", "alpha", "delta", "n_cal", "n_test", "n_splits",
+                                         "coverage", "pool_coverage", "violations", "certified_fraction")},
+                "dense_accuracy": s.get("dense", {}).get("accuracy"),
+                "lambda_hat_median": s["lambda_hat"]["median"],
+                "lambda_hat_deploy": s["lambda_hat"]["deploy"],
+                "sparsity_hat_median": s["sparsity_hat"]["median"],
+                "sparsity_hat_deploy": s["sparsity_hat"]["deploy"],
+                "coverage_lo": s["coverage_ci"][0],
+                "coverage_hi": s["coverage_ci"][1],
+                "job_dir": str(summary_path.parent),
+            }
+        )
+    if not rows:
+        raise FileNotFoundError(f"no summary.json under {sweep_dir}: is it a (finished) run or multirun directory?")
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Aggregate a run or multirun directory into one table.")
+    parser.add_argument("sweep_dir", help="a multirun directory (or any folder holding job outputs)")
+    parser.add_argument("--out", help="output folder (default: <sweep_dir>/aggregate)")
+    args = parser.parse_args(argv)
+    table = collect(args.sweep_dir)
+    out = Path(args.out or Path(args.sweep_dir) / "aggregate")
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "results.csv", index=False)
+    print(f"{len(table)} jobs → {out / 'results.csv'}")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(table.drop(columns=["job_dir"]).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
