@@ -45,7 +45,7 @@ def main() -> None:
     dense_times, sweep_times = [], []
     for lam in grid:
         dense_times.append(_timed(dense_pass))
-        table = compute_loss_table(model, family, [lam], x, y, loss, batch_size=args.batch, progress=False)
+        table = compute_loss_table(model, family, [lam], (x, y), loss, batch_size=args.batch, progress=False)
         sweep_times.append(float(table.row_seconds[0]))  # pruning + forward + loss for this λ
     dense = float(np.mean(dense_times))
     per_lambda = float(np.mean(sweep_times))

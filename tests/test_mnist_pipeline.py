@@ -95,6 +95,8 @@ def test_coverage_at_least_one_minus_delta(smoke_dir):
     tol = 3 * np.sqrt(s["delta"] * (1 - s["delta"]) / s["n_splits"])
     assert s["coverage"] >= 1 - s["delta"] - tol
     assert s["pool_coverage"] >= 1 - s["delta"] - tol
+    # The exact check: i.i.d. calibration draws from the pool, scored against the pool risk.
+    assert s["iid_coverage"] >= 1 - s["delta"] - tol
     assert s["certified_fraction"] > 0.5  # and the guarantee is not met by certifying nothing
 
 
@@ -118,6 +120,19 @@ def test_export_round_trip_reproduces_certified_risk(smoke_dir):
     assert losses.double().sum().item() / len(idx) == cert["cal_risk"]  # exactly, not approximately
     assert cert["p_values"][cert["lambda_index"]] <= cert["delta"]
     assert len(cert["p_values"]) == cert["grid_evaluated"]
+
+
+def test_verify_cli_accepts_the_export_and_rejects_tampering(smoke_dir, tmp_path):
+    cmd = [sys.executable, "-m", "confprune.verify", str(smoke_dir / "certificate.json")]
+    ok = subprocess.run([*cmd, str(smoke_dir / "pruned_model.pt")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "certificate VERIFIED" in ok.stdout and "FAIL" not in ok.stdout
+    state = torch.load(smoke_dir / "pruned_model.pt", weights_only=True)
+    name = next(k for k in state if k.endswith("weight"))
+    state[name] = state[name] * 1.001
+    torch.save(state, tmp_path / "tampered.pt")
+    bad = subprocess.run([*cmd, str(tmp_path / "tampered.pt")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 1 and "FAIL  pruned checksum" in bad.stdout
 
 
 def test_cached_model_is_reused_and_results_reproduce(smoke_dir, compose, tmp_path):

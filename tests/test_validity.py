@@ -88,3 +88,30 @@ def test_negative_control_uncorrected_selection_fails_the_check():
     p = pvalues("binomial", losses, alpha, delta)
     bad = (p <= delta).any(axis=0)
     assert bad.mean() > delta + tolerance(delta, reps)
+
+
+@pytest.mark.parametrize("bound", ["binomial", "hb", "wsr"])
+def test_iid_validation_on_a_table_with_known_risk(bound):
+    # A table whose row means cross α inside the grid: the i.i.d. check must find P(r(λ̂) > α) ≤ δ.
+    g, n = 30, 4000
+    r = np.linspace(0.0, 0.3, g)
+    u = np.random.default_rng(3).random(n)
+    losses = (u[None] < r[:, None]).astype(np.float32)
+    from confprune.stats import iid_validation
+
+    reps = 2000 if bound != "wsr" else 400
+    res = iid_validation(losses, n_cal=500, n_reps=reps, alpha=0.1, delta=0.1, bound=bound)
+    assert 1 - res.coverage <= 0.1 + tolerance(0.1, reps)
+    assert np.mean(res.lambda_index >= 0) > 0.5
+
+
+def test_iid_validation_catches_an_invalid_procedure():
+    # Negative control: with δ mis-set to 0.5 while claiming 0.1, violations exceed 0.1.
+    g, n = 30, 4000
+    r = np.linspace(0.0, 0.3, g)
+    u = np.random.default_rng(3).random(n)
+    losses = (u[None] < r[:, None]).astype(np.float32)
+    from confprune.stats import iid_validation
+
+    res = iid_validation(losses, n_cal=500, n_reps=2000, alpha=0.1, delta=0.5, bound="binomial")
+    assert 1 - res.coverage > 0.1 + tolerance(0.1, 2000)

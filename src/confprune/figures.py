@@ -170,7 +170,7 @@ SUMMARY_COLUMNS = [
     "experiment", "model", "dataset", "loss", "bound", "fwer", "criterion", "scope", "seed", "alpha",
     "delta", "n_cal", "n_test", "n_splits", "dense_accuracy", "lambda_hat_median", "lambda_hat_deploy",
     "sparsity_hat_median", "sparsity_hat_deploy", "coverage", "coverage_lo", "coverage_hi",
-    "pool_coverage", "violations", "certified_fraction", "job_dir",
+    "pool_coverage", "iid_coverage", "violations", "certified_fraction", "job_dir",
 ]
 
 
@@ -183,7 +183,8 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
             {
                 **{k: s.get(k) for k in ("experiment", "model", "dataset", "loss", "bound", "fwer", "criterion",
                                          "scope", "seed", "alpha", "delta", "n_cal", "n_test", "n_splits",
-                                         "coverage", "pool_coverage", "violations", "certified_fraction")},
+                                         "coverage", "pool_coverage", "iid_coverage", "violations",
+                                         "certified_fraction")},
                 "dense_accuracy": s.get("dense", {}).get("accuracy"),
                 "lambda_hat_median": s["lambda_hat"]["median"],
                 "lambda_hat_deploy": s["lambda_hat"]["deploy"],

@@ -24,6 +24,7 @@ class Loss:
     labeled: bool
     task: str = "classification"
     aux: AuxFn | None = field(default=None)
+    params: dict[str, float] = field(default_factory=dict)  # e.g. {"tau": 0.9}, for the certificate
 
     def __call__(self, dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.fn(dense, pruned, target)
@@ -72,15 +73,17 @@ class LossSpec:
     build: Callable[[float], tuple[LossFn, AuxFn | None]]
     task: str = "classification"
 
+    uses_tau: bool = False
+
     def make(self, tau: float = 0.5) -> Loss:
         fn, aux = self.build(tau)
-        return Loss(self.name, fn, self.binary, self.labeled, self.task, aux)
+        return Loss(self.name, fn, self.binary, self.labeled, self.task, aux, {"tau": tau} if self.uses_tau else {})
 
 
 LOSSES: dict[str, LossSpec] = {
     "label_01": LossSpec("label_01", binary=True, labeled=True, build=_fixed(label_01)),
     "disagreement": LossSpec("disagreement", binary=True, labeled=False, build=_fixed(disagreement)),
-    "selective": LossSpec("selective", binary=True, labeled=True, build=selective),
+    "selective": LossSpec("selective", binary=True, labeled=True, build=selective, uses_tau=True),
     "tv_distance": LossSpec("tv_distance", binary=False, labeled=False, build=_fixed(tv_distance)),
 }
 

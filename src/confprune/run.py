@@ -25,13 +25,14 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from . import figures  # noqa: E402
-from .calibrate import FixedSequenceStop, certify_table, deployment_indices  # noqa: E402
+from .api import certify_from_table  # noqa: E402
+from .calibrate import FixedSequenceStop, deployment_indices  # noqa: E402
 from .data import DATASETS, load_dataset  # noqa: E402
-from .export import build_certificate, pruned_state_dict, save_export, write_json  # noqa: E402
+from .export import write_json  # noqa: E402
 from .losses import make_loss  # noqa: E402
 from .pruning import build_family  # noqa: E402
 from .schema import Config, ConfigError, register_configs, validate  # noqa: E402
-from .stats import draw_splits, validate_splits  # noqa: E402
+from .stats import draw_splits, iid_validation, validate_splits  # noqa: E402
 from .sweep import LossTable, cached_loss_table, compute_loss_table  # noqa: E402
 from .tracking import tracker  # noqa: E402
 from .train import dense_metrics, train_or_load  # noqa: E402
@@ -99,7 +100,7 @@ def run(cfg: Config, output_dir: str | Path) -> dict[str, Any]:
 
     def sweep() -> LossTable:
         return compute_loss_table(
-            model, family, grid, data.pool_inputs, data.pool_targets, loss,
+            model, family, grid, (data.pool_inputs, data.pool_targets), loss,
             batch_size=cfg.sweep.batch_size, stop=stop, progress=cfg.sweep.progress,
         )
 
@@ -124,6 +125,10 @@ def run(cfg: Config, output_dir: str | Path) -> dict[str, Any]:
         table.losses, splits, alpha=cal_cfg.alpha, delta=cal_cfg.delta, bound=cfg.bound.name,
         fwer=_fwer(cfg), keep_pvalues=True,
     )
+    iid = iid_validation(
+        table.losses, n_cal=cal_cfg.n_cal, n_reps=cal_cfg.n_splits, alpha=cal_cfg.alpha, delta=cal_cfg.delta,
+        bound=cfg.bound.name, fwer=_fwer(cfg), seed=cal_cfg.split_seed,
+    )
     timing["validation_s"] = time.perf_counter() - t
     lambdas = table.lambdas
     split_rows = pd.DataFrame(
@@ -139,34 +144,30 @@ def run(cfg: Config, output_dir: str | Path) -> dict[str, Any]:
     )
     split_rows.to_csv(out / "splits.csv", index=False)
 
-    cert = certify_table(
-        table.losses, grid, table.sparsity, deploy, alpha=cal_cfg.alpha, delta=cal_cfg.delta,
-        bound=cfg.bound.name, fwer=cfg.fwer.name, n_starts=cfg.fwer.n_starts,
-    )
-    pruned = pruned_state_dict(model, family, cert.lambda_hat) if cert.certified else None
     holdout = np.setdiff1d(np.arange(data.pool_size), deploy)
+    result = certify_from_table(
+        model, family, table, loss, alpha=cal_cfg.alpha, delta=cal_cfg.delta, bound=cfg.bound.name,
+        fwer=cfg.fwer.name, n_starts=cfg.fwer.n_starts, calibration_indices=deploy,
+        data_info={
+            "dataset": dict(cfg.dataset),
+            "description": data.description,
+            "synthetic": data.synthetic,
+            "calibration_fingerprint": data.pool_fingerprint(deploy),
+        },
+        model_info={"name": cfg.model["name"], "config": dict(cfg.model), "cache_key": trained.key,
+                    "checkpoint": str(trained.path), "seed": cfg.seed},
+        extra={"holdout_size": int(holdout.size)},
+    )
+    cert = result.certification
     deploy_test_risk = (
         float(table.losses[cert.lambda_index, holdout].mean()) if cert.certified and holdout.size else None
     )
+    result.certificate["holdout_risk"] = deploy_test_risk
     total_params = sum(p.numel() for p in model.parameters())
     model_sparsity = table.sparsity * family.pool_size / total_params
     files: dict[str, Any] = {"losses": str(out / "losses.npz"), "splits": str(out / "splits.csv")}
     if cfg.export:
-        certificate = build_certificate(
-            cert, family=family, model=model, pruned=pruned,
-            loss={"name": loss.name, "tau": cfg.loss.tau, "binary": loss.binary, "labeled": loss.labeled},
-            data={
-                "dataset": cfg.dataset["name"],
-                "description": data.description,
-                "synthetic": data.synthetic,
-                "pool_size": data.pool_size,
-                "pool_fingerprint": data.pool_fingerprint(),
-                "calibration_fingerprint": data.pool_fingerprint(deploy),
-            },
-            model_info={"name": cfg.model["name"], "config": dict(cfg.model), "cache_key": trained.key, "seed": cfg.seed},
-            extra={"holdout_risk": deploy_test_risk, "holdout_size": int(holdout.size)},
-        )
-        files.update(save_export(out, certificate, pruned))
+        files.update(result.save(out))
 
     fig_paths: dict[str, str] = {}
     if cfg.figures:
@@ -221,6 +222,8 @@ def run(cfg: Config, output_dir: str | Path) -> dict[str, Any]:
         "coverage": validation.coverage,
         "coverage_ci": [lo, hi],
         "pool_coverage": validation.pool_coverage,
+        "iid_coverage": iid.coverage,
+        "iid_coverage_ci": list(iid.coverage_interval()),
         "test_risk_median": float(np.nanmedian(validation.test_risk)) if validation.certified.any() else None,
         "violations": int(validation.violated.sum()),
         "certified_fraction": float(validation.certified.mean()),
@@ -280,11 +283,11 @@ def _report(s: dict[str, Any]) -> None:
     lam = s["lambda_hat"]["deploy"]
     log.info(
         "%s | %s/%s | alpha=%g delta=%g | deployed lambda_hat=%s sparsity=%s | coverage %.3f [%.3f, %.3f] "
-        "(pool-risk coverage %.3f) over %d splits (target >= %g) | dense %s",
+        "(pool-risk %.3f, i.i.d. exact %.3f) over %d splits (target >= %g) | dense %s",
         s["experiment"], s["bound"], s["fwer"], s["alpha"], s["delta"],
         "none certified" if lam is None else f"{lam:.2f}",
         "-" if s["sparsity_hat"]["deploy"] is None else f"{s['sparsity_hat']['deploy']:.3f}",
-        s["coverage"], *s["coverage_ci"], s["pool_coverage"], s["n_splits"], 1 - s["delta"], s["dense"],
+        s["coverage"], *s["coverage_ci"], s["pool_coverage"], s["iid_coverage"], s["n_splits"], 1 - s["delta"], s["dense"],
     )
 
 

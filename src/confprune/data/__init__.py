@@ -32,17 +32,43 @@ class TaskData:
         return fingerprint(self.pool_inputs, self.pool_targets, indices)
 
 
-def fingerprint(inputs: torch.Tensor, targets: torch.Tensor, indices: np.ndarray | None = None) -> str:
-    h = hashlib.sha256()
+class StreamingFingerprint:
+    """sha256 of a data set fed batch by batch: inputs and targets hashed separately, then
+    combined with dtypes, per-sample shapes and the count. Any batching gives the same digest."""
+
+    def __init__(self) -> None:
+        self._hx, self._hy = hashlib.sha256(), hashlib.sha256()
+        self._meta: tuple | None = None
+        self.count = 0
+
+    def update(self, inputs: torch.Tensor, targets: torch.Tensor | None) -> None:
+        x = inputs.detach().cpu().contiguous()
+        y = None if targets is None else targets.detach().cpu().contiguous()
+        meta = (str(x.dtype), tuple(x.shape[1:]), None if y is None else (str(y.dtype), tuple(y.shape[1:])))
+        if self._meta is not None and meta != self._meta:
+            raise ValueError(f"batches disagree in dtype or per-sample shape: {meta} vs {self._meta}")
+        self._meta = meta
+        self._hx.update(x.numpy().tobytes())
+        if y is not None:
+            self._hy.update(y.numpy().tobytes())
+        self.count += int(x.shape[0])
+
+    def hexdigest(self) -> str:
+        h = hashlib.sha256(repr((self._meta, self.count)).encode())
+        h.update(self._hx.digest())
+        h.update(self._hy.digest())
+        return h.hexdigest()
+
+
+def fingerprint(inputs: torch.Tensor, targets: torch.Tensor | None, indices: np.ndarray | None = None) -> str:
+    """sha256 of (inputs, targets), optionally restricted to ``indices`` in that order."""
     x, y = inputs, targets
     if indices is not None:
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        x, y = x[idx], y[idx]
-    for t in (x, y):
-        arr = t.detach().cpu().contiguous().numpy()
-        h.update(str((arr.dtype.str, arr.shape)).encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
+        x, y = x[idx], None if y is None else y[idx]
+    fp = StreamingFingerprint()
+    fp.update(x, y)
+    return fp.hexdigest()
 
 
 @dataclass(frozen=True)

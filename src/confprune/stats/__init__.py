@@ -12,12 +12,15 @@ from .fwer import (
 )
 from .ltt import (
     Calibration,
+    IidValidation,
     Splits,
     SplitValidation,
     calibrate,
     check_loss_table,
     clopper_pearson,
+    draw_iid_calibration,
     draw_splits,
+    iid_validation,
     is_binary,
     split_pvalues,
     validate_splits,
@@ -38,7 +41,7 @@ from .pvalues import (
 
 __all__ = [
     "BINARY_ONLY", "BOUNDS", "FWERS", "NOT_CERTIFIED", "Bonferroni", "Calibration", "FixedSequence",
-    "Holm", "MultiStartFixedSequence", "SplitValidation", "Splits", "bentkus_pvalue",
+    "Holm", "IidValidation", "draw_iid_calibration", "iid_validation", "MultiStartFixedSequence", "SplitValidation", "Splits", "bentkus_pvalue",
     "binomial_pvalue", "calibrate", "certified_index", "check_loss_table", "clopper_pearson",
     "draw_splits", "h1", "hb_pvalue", "hoeffding_pvalue", "is_binary", "make_fwer",
     "max_certified_count", "pvalues_from_losses", "pvalues_from_sums", "split_pvalues", "validate_splits", "wsr_pvalue",

@@ -68,9 +68,10 @@ class Splits:
     sequential bounds (WSR); it is drawn lazily from ``order_seed``.
     """
 
-    cal_mask: np.ndarray
+    cal_mask: np.ndarray  # (S, N) bool, or uint16 multiplicities for i.i.d. (with replacement) draws
     test_mask: np.ndarray
     order_seed: np.random.SeedSequence
+    orders: np.ndarray | None = None  # (S, n_cal) calibration indices in draw order, when drawn i.i.d.
 
     @property
     def n_splits(self) -> int:
@@ -93,6 +94,8 @@ class Splits:
     def cal_order(self, splits: slice | None = None) -> np.ndarray:
         """Calibration indices in random order, shape (S', n_cal), for the given split slice."""
         sl = splits if splits is not None else slice(None)
+        if self.orders is not None:
+            return self.orders[sl]
         ids = np.arange(self.n_splits)[sl]
         out = np.empty((len(ids), self.n_cal), dtype=np.int64)
         for row, s in enumerate(ids):
@@ -149,6 +152,55 @@ def draw_splits(n_pool: int, n_cal: int, n_test: int, n_splits: int, seed: int) 
                 cal_mask[s, remaining] = True
                 cal_mask[s, chosen] = False
     return Splits(cal_mask=cal_mask, test_mask=test_mask, order_seed=order_seq)
+
+
+def draw_iid_calibration(n_pool: int, n_cal: int, n_reps: int, seed: int) -> Splits:
+    """Calibration sets drawn i.i.d. (with replacement) from the pool's empirical distribution.
+
+    Under these draws the pool is the population: the true risk at λ is exactly the pool mean of
+    the loss table's row, so P(r(λ̂) > α) ≤ δ can be checked on real losses without any test-set
+    noise (see :func:`iid_validation`).
+    """
+    if n_pool < 1 or n_cal < 1 or n_reps < 1:
+        raise ValueError(f"need n_pool, n_cal, n_reps ≥ 1; got {n_pool}, {n_cal}, {n_reps}")
+    root = np.random.SeedSequence([int(seed), 0x11D])
+    rng = np.random.default_rng(root)
+    orders = rng.integers(0, n_pool, size=(n_reps, n_cal))
+    counts = np.stack([np.bincount(row, minlength=n_pool) for row in orders]).astype(np.uint16)
+    return Splits(cal_mask=counts, test_mask=np.zeros((n_reps, n_pool), dtype=bool), order_seed=root, orders=orders)
+
+
+@dataclass
+class IidValidation:
+    """LTT on i.i.d. calibration draws from the pool, scored against the exact pool risk."""
+
+    lambda_index: np.ndarray  # (R,)
+    violated: np.ndarray  # (R,) certified and r(λ̂) > α, with r the pool risk (the true risk here)
+    alpha: float
+    delta: float
+
+    @property
+    def coverage(self) -> float:
+        return float(1.0 - self.violated.mean())
+
+    def coverage_interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        return clopper_pearson(int((~self.violated).sum()), len(self.violated), confidence)
+
+
+def iid_validation(
+    losses: np.ndarray, *, n_cal: int, n_reps: int, alpha: float, delta: float, bound: str,
+    fwer: FwerProcedure | str = "fixed_sequence", seed: int = 0,
+) -> IidValidation:
+    """Exact validity check on a real loss table (method.md §5's known truth, from real data)."""
+    losses = check_loss_table(losses)
+    check_bound_for_table(bound, losses)
+    procedure = make_fwer(fwer) if isinstance(fwer, str) else fwer
+    draws = draw_iid_calibration(losses.shape[1], n_cal, n_reps, seed)
+    p, _ = split_pvalues(losses, draws, alpha=alpha, delta=delta, bound=bound)
+    idx = certified_index(procedure.reject(p, delta))
+    true_risk = losses.astype(np.float64).mean(axis=1)
+    violated = (idx != NOT_CERTIFIED) & (true_risk[np.maximum(idx, 0)] > alpha)
+    return IidValidation(lambda_index=idx, violated=violated, alpha=alpha, delta=delta)
 
 
 def _cal_sums(losses: np.ndarray, mask: np.ndarray, binary: bool) -> np.ndarray:

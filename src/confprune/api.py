@@ -1,0 +1,215 @@
+"""Certify your own model: ``confprune.certify(model, data, ...)`` in a few lines, no Hydra.
+
+    import confprune
+    result = confprune.certify(model, (x_cal, y_cal), loss="label_01", alpha=0.05, delta=0.1)
+    print(result)                   # λ̂, sparsity, calibration risk, the claim
+    result.save("certified/")       # pruned_model.pt (plain state_dict) + certificate.json
+
+The Hydra runner goes through the same code: it builds the family, computes (or loads) the loss
+table, and calls :func:`certify_from_table`, which is also how :func:`certify` ends.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .calibrate import Certification, certify_table
+from .export import build_certificate, pruned_state_dict, save_export
+from .losses import LOSSES, Loss, make_loss
+from .pruning import PruningFamily, build_family
+from .stats import BOUNDS, FWERS, is_binary
+from .sweep import LossTable, compute_loss_table
+
+DEFAULT_LAMBDAS = tuple(round(0.01 * i, 2) for i in range(100))  # the paper's grid 0.00 … 0.99
+
+LossLike = str | Loss | Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def resolve_loss(loss: LossLike, tau: float = 0.5) -> Loss:
+    """A registered loss by name, a :class:`Loss`, or any callable (dense, pruned, target) → (N,)
+    values in [0, 1] (checked on every batch during the sweep)."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str):
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)} or a callable")
+        return make_loss(loss, tau)
+    if callable(loss):
+        name = getattr(loss, "__name__", type(loss).__name__)
+        # Whether it is binary is read off the loss table; labels are passed when the data has them.
+        return Loss(name=f"custom:{name}", fn=loss, binary=False, labeled=False, task="custom")
+    raise TypeError(f"loss must be a name, a Loss or a callable; got {type(loss).__name__}")
+
+
+@dataclass
+class CertifiedPruning:
+    """The result of a certification: λ̂, its sparsity and p-values, the pruned model, the claim."""
+
+    certification: Certification
+    family: PruningFamily
+    dense_model: nn.Module
+    loss: Loss
+    loss_table: LossTable
+    certificate: dict[str, Any]
+    pruned_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def certified(self) -> bool:
+        return self.certification.certified
+
+    @property
+    def lambda_hat(self) -> float | None:
+        return self.certification.lambda_hat
+
+    @property
+    def sparsity(self) -> float | None:
+        """Fraction of the pruning pool removed at λ̂ (exact)."""
+        return self.certification.sparsity_hat
+
+    @property
+    def p_values(self) -> np.ndarray:
+        return self.certification.calibration.p_values
+
+    @property
+    def lambdas(self) -> np.ndarray:
+        return self.certification.grid
+
+    @property
+    def cal_risk(self) -> float | None:
+        return self.certification.cal_risk
+
+    @property
+    def pruned_model(self) -> nn.Module | None:
+        """A copy of the dense model with the certified pruned weights (None if nothing certified)."""
+        if self.pruned_state is None:
+            return None
+        model = copy.deepcopy(self.dense_model)
+        model.load_state_dict(self.pruned_state)
+        return model.eval()
+
+    def save(self, directory: str | Path) -> dict[str, str]:
+        """Write ``certificate.json`` and, when certified, ``pruned_model.pt`` into ``directory``."""
+        return save_export(directory, self.certificate, self.pruned_state)
+
+    def __repr__(self) -> str:
+        cal = self.certification.calibration
+        head = (
+            f"CertifiedPruning(loss={self.loss.name}, alpha={cal.alpha:g}, delta={cal.delta:g}, "
+            f"bound={cal.bound}, fwer={cal.fwer}, n={cal.n}, criterion={self.family.criterion}/{self.family.scope}"
+        )
+        if not self.certified:
+            return head + ",\n  NOTHING CERTIFIED: even the first grid point failed; no pruned model)"
+        return (
+            f"{head},\n  lambda_hat={self.lambda_hat:.4g}, sparsity={self.sparsity:.4f} of "
+            f"{self.family.pool_size} pool parameters, calibration risk={self.cal_risk:.4g}, "
+            f"p-value={cal.p_values[cal.lambda_index]:.3g})"
+        )
+
+
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def certify_from_table(
+    model: nn.Module,
+    family: PruningFamily,
+    table: LossTable,
+    loss: Loss,
+    *,
+    alpha: float,
+    delta: float,
+    bound: str = "auto",
+    fwer: str = "fixed_sequence",
+    n_starts: int = 4,
+    calibration_indices: np.ndarray | None = None,
+    data_info: Mapping[str, Any] | None = None,
+    model_info: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> CertifiedPruning:
+    """LTT on the calibration columns of a computed loss table; builds the pruned model and the
+    certificate. ``calibration_indices`` (default: every column, in order) are recorded in it."""
+    n = table.losses.shape[1]
+    cal_idx = np.arange(n) if calibration_indices is None else np.asarray(calibration_indices)
+    if bound == "auto":
+        bound = "binomial" if is_binary(table.losses[:, cal_idx]) else "hb"
+    cert = certify_table(
+        table.losses, table.grid, table.sparsity, cal_idx, alpha=alpha, delta=delta, bound=bound,
+        fwer=fwer, n_starts=n_starts,
+    )
+    pruned = pruned_state_dict(model, family, cert.lambda_hat) if cert.certified else None
+    info = {"data_fingerprint": table.data_fingerprint, "points": n, **dict(data_info or {})}
+    if calibration_indices is None:  # every point, in order: the calibration set is the data
+        info.setdefault("calibration_fingerprint", table.data_fingerprint)
+    certificate = build_certificate(
+        cert, family=family, model=model, pruned=pruned,
+        loss={"name": loss.name, "binary": bool(is_binary(table.losses)), "labeled": loss.labeled, **loss.params},
+        data=info, model_info={"class": type(model).__name__, **dict(model_info or {})}, extra=extra,
+    )
+    return CertifiedPruning(cert, family, model, loss, table, certificate, pruned)
+
+
+def certify(
+    model: nn.Module,
+    calibration_data: Any,
+    *,
+    loss: LossLike = "label_01",
+    alpha: float = 0.05,
+    delta: float = 0.1,
+    bound: str = "auto",
+    fwer: str = "fixed_sequence",
+    criterion: str = "magnitude",
+    scope: str = "global",
+    include_bias: bool = True,
+    include_norm: bool = True,
+    lambdas: Sequence[float] = DEFAULT_LAMBDAS,
+    tau: float = 0.5,
+    n_starts: int = 4,
+    batch_size: int = 500,
+    seed: int = 0,
+    progress: bool = False,
+) -> CertifiedPruning:
+    """Certify a pruning ratio for ``model`` on held-out ``calibration_data``.
+
+    Parameters
+    ----------
+    model : the trained dense model (any ``nn.Module``; device follows the model).
+    calibration_data : a DataLoader with a fixed order (shuffle=False) yielding ``x`` or ``(x, y)``,
+        a tensor of inputs, or a tuple ``(inputs, targets)``. Must be exchangeable with the data the
+        model will see, and must not have been used to train the model or pick the criterion.
+    loss : ``"label_01"``, ``"disagreement"`` (no labels needed), ``"selective"``, ``"tv_distance"``,
+        or a callable ``(dense_out, pruned_out, target) -> (N,)`` tensor in [0, 1].
+    alpha, delta : risk level and error budget: P(risk(λ̂) ≤ alpha) ≥ 1 − delta.
+    bound : ``"auto"`` (binomial for binary losses, else Hoeffding–Bentkus), or one of
+        binomial, hoeffding, bentkus, hb, wsr.
+    fwer : fixed_sequence (default), bonferroni, holm, multistart.
+    criterion, scope, include_bias, include_norm : the pruning family (fixed before calibration).
+    lambdas : the increasing grid in [0, 1), fixed in advance (default 0.00, 0.01, …, 0.99).
+    """
+    for key, value in (("alpha", alpha), ("delta", delta)):
+        if not 0 < value < 1:
+            raise ValueError(f"{key}={value!r} is not allowed; it must lie in (0, 1)")
+    if bound != "auto":
+        _check_choice("bound", bound, BOUNDS)
+    _check_choice("fwer", fwer, FWERS)
+    grid = np.asarray(lambdas, dtype=np.float64)
+    if grid.ndim != 1 or grid.size == 0 or np.any(np.diff(grid) <= 0) or grid[0] < 0 or grid[-1] >= 1:
+        raise ValueError(f"lambdas={list(lambdas)!r} is not allowed; need a strictly increasing grid in [0, 1)")
+    loss_obj = resolve_loss(loss, tau)
+    if bound == "binomial" and isinstance(loss, str) and not loss_obj.binary:
+        raise ValueError(f"bound='binomial' needs a binary loss; {loss!r} is not (use 'hb' or 'wsr')")
+    family = build_family(
+        model, criterion=criterion, scope=scope, include_bias=include_bias, include_norm=include_norm, seed=seed
+    )
+    table = compute_loss_table(model, family, grid, calibration_data, loss_obj, batch_size=batch_size, progress=progress)
+    return certify_from_table(
+        model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound, fwer=fwer, n_starts=n_starts,
+    )
