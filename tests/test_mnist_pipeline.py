@@ -184,3 +184,16 @@ def test_early_stop_gives_identical_results(smoke_dir, compose, tmp_path):
     assert a["grid"]["evaluated"] < b["grid"]["evaluated"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "early" / "splits.csv"), pd.read_csv(tmp_path / "full" / "splits.csv"))
     assert a["lambda_hat"] == b["lambda_hat"]
+
+
+def test_notebook_executes_on_the_smoke_run(smoke_dir, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = REPO / "notebooks" / "explore_run.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks with outputs stripped"
+    monkeypatch.setenv("CONFPRUNE_RUN_DIR", str(smoke_dir))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "coverage" in text and "loss table" in text

@@ -170,7 +170,8 @@ SUMMARY_COLUMNS = [
     "experiment", "model", "dataset", "loss", "bound", "fwer", "criterion", "scope", "seed", "alpha",
     "delta", "n_cal", "n_test", "n_splits", "dense_accuracy", "lambda_hat_median", "lambda_hat_deploy",
     "sparsity_hat_median", "sparsity_hat_deploy", "coverage", "coverage_lo", "coverage_hi",
-    "pool_coverage", "iid_coverage", "violations", "certified_fraction", "job_dir",
+    "pool_coverage", "iid_coverage", "violations", "certified_fraction", "n_lambdas", "lambda_0",
+    "pool_risk_0", "job_dir",
 ]
 
 
@@ -192,12 +193,95 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
                 "sparsity_hat_deploy": s["sparsity_hat"]["deploy"],
                 "coverage_lo": s["coverage_ci"][0],
                 "coverage_hi": s["coverage_ci"][1],
+                "n_lambdas": len(s.get("lambdas", [])),
+                "lambda_0": (s.get("lambdas") or [None])[0],
+                "pool_risk_0": (s.get("pool_risk") or [None])[0],
                 "job_dir": str(summary_path.parent),
             }
         )
     if not rows:
         raise FileNotFoundError(f"no summary.json under {sweep_dir}: is it a (finished) run or multirun directory?")
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _varying(table: pd.DataFrame, cols: list[str]) -> list[str]:
+    return [c for c in cols if c in table and table[c].nunique(dropna=False) > 1]
+
+
+def _panels(table: pd.DataFrame, by: str | None):
+    return [(None, table)] if by is None else list(table.groupby(by, sort=True))
+
+
+def sweep_figures(table: pd.DataFrame, out_dir: Path) -> list[str]:
+    """Figures of a multirun, drawn only where the swept axes make them meaningful."""
+    made: list[str] = []
+    series = _varying(table, ["model", "bound", "criterion", "scope", "fwer", "delta"])
+    table = table.assign(_series=table[series].astype(str).agg(", ".join, axis=1) if series else "all")
+    hue = "_series"
+    panel = "loss" if table["loss"].nunique() > 1 else None
+    if table["alpha"].nunique() > 1:
+        for metric, ylabel, stem in (
+            ("sparsity_hat_median", "certified sparsity (median over splits)", "sparsity_vs_alpha"),
+            ("coverage", "coverage (test risk ≤ α)", "coverage_vs_alpha"),
+        ):
+            groups = _panels(table, panel)
+            fig, axes = plt.subplots(1, len(groups), figsize=(3.4 * len(groups), 3.0), squeeze=False,
+                                     sharey=True, constrained_layout=True)
+            for ax, (pname, sub) in zip(axes[0], groups, strict=True):
+                for name, g in sub.groupby(hue):
+                    g = g.groupby("alpha", as_index=False).agg(
+                        y=(metric, "mean"), lo=("coverage_lo", "mean"), hi=("coverage_hi", "mean"),
+                        iid=("iid_coverage", "mean"),
+                    )
+                    label = str(name)
+                    if metric == "coverage":
+                        ax.errorbar(g["alpha"], g["y"], yerr=[g["y"] - g["lo"], g["hi"] - g["y"]], marker="o", ms=3, capsize=2, label=label)
+                        ax.plot(g["alpha"], g["iid"], ls=":", marker="x", ms=3, color=ax.lines[-1].get_color(), label=f"{label} (i.i.d. exact)")
+                    else:
+                        ax.plot(g["alpha"], g["y"], marker="o", ms=3, label=label)
+                if metric == "coverage":
+                    ax.axhline(1 - table["delta"].iloc[0], color="C3", ls="--", lw=1, label="1 − δ")
+                ax.set_xlabel("α")
+                ax.set_title("" if pname is None else f"loss = {pname}")
+            axes[0][0].set_ylabel(ylabel)
+            handles, labels = axes[0][0].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False, fontsize=6.5,
+                       title=", ".join(series) if series else None, title_fontsize=6.5)
+            made += _save(fig, out_dir, stem)
+        # Test-risk histograms per α (from each job's splits.csv).
+        alphas = sorted(table["alpha"].unique())
+        fig, axes = plt.subplots(1, len(alphas), figsize=(2.6 * len(alphas), 2.4), squeeze=False, constrained_layout=True)
+        for ax, a in zip(axes[0], alphas, strict=True):
+            for job in table.loc[table["alpha"] == a, "job_dir"]:
+                risks = pd.read_csv(Path(job) / "splits.csv")["test_risk"].dropna()
+                ax.hist(risks, bins=25, histtype="step", lw=0.8)
+            ax.axvline(a, color="C3", ls="--", lw=1)
+            ax.set_title(f"α = {a:g}")
+            ax.set_xlabel("test risk at λ̂")
+        axes[0][0].set_ylabel("splits")
+        made += _save(fig, out_dir, "test_risk_hist_per_alpha")
+    if table["criterion"].nunique() > 1:
+        fig, ax = plt.subplots(figsize=(4.2, 2.8))
+        g = table.groupby(["criterion", "alpha"], as_index=False)["sparsity_hat_median"].mean()
+        for i, (crit, sub) in enumerate(g.groupby("criterion")):
+            ax.bar(np.arange(len(sub)) + 0.8 * i / g["criterion"].nunique(), sub["sparsity_hat_median"],
+                   width=0.8 / g["criterion"].nunique(), label=crit)
+        ax.set_xticks(np.arange(g["alpha"].nunique()) + 0.4 - 0.4 / g["criterion"].nunique())
+        ax.set_xticklabels([f"α={a:g}" for a in sorted(g["alpha"].unique())])
+        ax.set_ylabel("certified sparsity (median)")
+        ax.legend(frameon=False, fontsize=7)
+        made += _save(fig, out_dir, "criteria_comparison")
+    single = table[table["n_lambdas"] == 1] if "n_lambdas" in table else table.iloc[0:0]
+    if len(single) > 1:
+        single = single.sort_values("lambda_0")
+        fig, ax = plt.subplots(figsize=(3.8, 2.8))
+        ax.plot(single["lambda_0"], single["pool_risk_0"], marker="o", ms=3, label="pool risk (one job per λ)")
+        ax.axhline(table["alpha"].iloc[0], color="C3", ls="--", lw=1, label=f"α = {table['alpha'].iloc[0]:g}")
+        ax.set_xlabel("λ")
+        ax.set_ylabel(f"risk ({single['loss'].iloc[0]})")
+        ax.legend(frameon=False)
+        made += _save(fig, out_dir, "lambda_sweep_risk")
+    return made
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -209,7 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out or Path(args.sweep_dir) / "aggregate")
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "results.csv", index=False)
-    print(f"{len(table)} jobs → {out / 'results.csv'}")
+    table.to_parquet(out / "results.parquet", index=False)
+    figs = sweep_figures(table, out / "figures")
+    print(f"{len(table)} jobs → {out / 'results.csv'}, {out / 'results.parquet'}, {len(figs) // 2} figures in {out / 'figures'}")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.drop(columns=["job_dir"]).to_string(index=False))
 

@@ -7,6 +7,7 @@ calibration → export the certified model and certificate → figures → summa
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from . import figures  # noqa: E402
 from .api import certify_from_table  # noqa: E402
+from .cache import content_key  # noqa: E402
 from .calibrate import FixedSequenceStop, deployment_indices  # noqa: E402
 from .data import DATASETS, load_dataset  # noqa: E402
 from .export import write_json  # noqa: E402
@@ -54,12 +56,14 @@ def check(cfg: Config) -> list[float]:
     return grid
 
 
-def run(cfg: Config, output_dir: str | Path) -> dict[str, Any]:
+def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> dict[str, Any]:
     """Run the whole pipeline for one configuration; writes every artifact into ``output_dir``."""
     t_start = time.perf_counter()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     grid = np.asarray(check(cfg))
+    if cfg.sweep.num_threads:
+        torch.set_num_threads(cfg.sweep.num_threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     timing: dict[str, float] = {}
@@ -186,6 +190,7 @@ def run(cfg: Config, output_dir: str | Path) -> dict[str, Any]:
     certified_idx = validation.lambda_index[validation.certified]
     timing["total_s"] = time.perf_counter() - t_start
     summary = {
+        "config_hash": config_hash,
         "experiment": cfg.name,
         "model": cfg.model["name"],
         "dataset": cfg.dataset["name"],
@@ -203,6 +208,8 @@ def run(cfg: Config, output_dir: str | Path) -> dict[str, Any]:
         "n_splits": cal_cfg.n_splits,
         "pool_size": data.pool_size,
         "grid": {"size": int(grid.size), "evaluated": int(lambdas.size), "min": float(grid[0]), "max": float(grid[-1])},
+        "lambdas": [float(x) for x in lambdas],
+        "pool_risk": [float(x) for x in table.losses.mean(axis=1)],
         "dense": dense,
         "dense_risk": float(table.losses[0].mean()),
         "model_from_cache": trained.from_cache,
@@ -255,18 +262,58 @@ def to_config(cfg: DictConfig) -> Config:
     return obj
 
 
+def config_hash(cfg: Config) -> str:
+    """Hash of the resolved config minus where it is written: equal hashes, equal results."""
+    plain = asdict(cfg)
+    plain["paths"] = {k: v for k, v in plain["paths"].items() if k not in ("output_dir", "output_root")}
+    plain.pop("logger", None)
+    plain["sweep"] = {k: v for k, v in plain["sweep"].items() if k != "progress"}
+    return content_key({"kind": "run", "config": plain})
+
+
+def completed_run(output_dir: Path, cfg_hash: str) -> dict[str, Any] | None:
+    """The summary of a finished run of this exact config in ``output_dir``, else None.
+
+    A directory holding a *different* finished run is never overwritten: that is an error.
+    A directory without summary.json is a run that died half-way; it is redone.
+    """
+    path = output_dir / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        previous = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # summary.json is written atomically; an unreadable one was never finished
+    if previous.get("config_hash") != cfg_hash:
+        raise ConfigError(
+            "hydra output dir", str(output_dir),
+            "a directory without a finished run of another config (it holds config_hash "
+            f"{previous.get('config_hash')!r}, this run is {cfg_hash!r}); pick another hydra.run.dir / hydra.sweep.dir",
+        )
+    return previous
+
+
 def run_logged(cfg: DictConfig) -> dict[str, Any]:
-    """Validate, then run inside a tracker that is finished even when the job fails."""
+    """Validate, then run inside a tracker that is finished even when the job fails.
+
+    Resumable: a job whose output dir already holds the summary of the same resolved config is
+    skipped (re-run a sweep with the same ``hydra.sweep.dir`` to finish only what is missing).
+    """
     conf = to_config(cfg)
     check(conf)  # bad input fails here, before any tracker, data or training
     output_dir = Path(conf.paths.output_dir)
+    cfg_hash = config_hash(conf)
+    previous = completed_run(output_dir, cfg_hash)
+    if previous is not None:
+        log.info("skipping %s: it already holds the finished run of this config", output_dir)
+        return previous
     log.info("output dir: %s", output_dir)
     with tracker(
         conf.logger.name, conf.logger.mode, conf.logger.project, conf.logger.entity,
         group=conf.name, job_type="certify", config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
         output_dir=output_dir, tags=conf.logger.tags,
     ) as track:
-        summary = run(conf, output_dir)
+        summary = run(conf, output_dir, config_hash=cfg_hash)
         figs = summary.pop("_figure_paths", {})
         track.log_summary(summary)
         track.log_images(figs)
