@@ -175,6 +175,9 @@ def certify(
     n_starts: int = 4,
     batch_size: int = 500,
     seed: int = 0,
+    score_inputs: torch.Tensor | None = None,
+    trajectory: Mapping[str, torch.Tensor] | None = None,
+    criterion_options: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> CertifiedPruning:
     """Certify a pruning ratio for ``model`` on held-out ``calibration_data``.
@@ -191,7 +194,10 @@ def certify(
     bound : ``"auto"`` (binomial for binary losses, else Hoeffding–Bentkus), or one of
         binomial, hoeffding, bentkus, hb, wsr.
     fwer : fixed_sequence (default), bonferroni, holm, multistart.
-    criterion, scope, include_bias, include_norm : the pruning family (fixed before calibration).
+    criterion, scope, include_bias, include_norm : the pruning family (fixed before calibration):
+        magnitude, random, mu (needs ``trajectory``: Welford statistics from training, see
+        ``confprune.pruning.trajectory.WelfordTracker``), sipp (needs ``score_inputs``: a batch of
+        *training* inputs; never calibration data).
     lambdas : the increasing grid in [0, 1), fixed in advance (default 0.00, 0.01, …, 0.99).
     """
     for key, value in (("alpha", alpha), ("delta", delta)):
@@ -207,7 +213,8 @@ def certify(
     if bound == "binomial" and isinstance(loss, str) and not loss_obj.binary:
         raise ValueError(f"bound='binomial' needs a binary loss; {loss!r} is not (use 'hb' or 'wsr')")
     family = build_family(
-        model, criterion=criterion, scope=scope, include_bias=include_bias, include_norm=include_norm, seed=seed
+        model, criterion=criterion, scope=scope, include_bias=include_bias, include_norm=include_norm, seed=seed,
+        options=criterion_options, trajectory=trajectory, score_inputs=score_inputs,
     )
     table = compute_loss_table(model, family, grid, calibration_data, loss_obj, batch_size=batch_size, progress=progress)
     return certify_from_table(

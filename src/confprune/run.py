@@ -32,7 +32,7 @@ from .calibrate import FixedSequenceStop, deployment_indices  # noqa: E402
 from .data import DATASETS, load_dataset  # noqa: E402
 from .export import write_json  # noqa: E402
 from .losses import make_loss  # noqa: E402
-from .pruning import build_family  # noqa: E402
+from .pruning import NEEDS_SCORE_INPUTS, build_family, score_batch, sipp_batch_size  # noqa: E402
 from .schema import Config, ConfigError, register_configs, validate  # noqa: E402
 from .stats import draw_splits, iid_validation, validate_splits  # noqa: E402
 from .sweep import LossTable, cached_loss_table, compute_loss_table  # noqa: E402
@@ -82,6 +82,12 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> dict[str,
     dense = dense_metrics(model, data.pool_inputs.to(cfg.sweep.device), data.pool_targets.to(cfg.sweep.device), data.task, cfg.trainer.eval_batch_size)
     log.info("dense model on the pool: %s (%s)", dense, "cached" if trained.from_cache else "trained")
 
+    score_inputs, score_info = None, None
+    if cfg.pruning.criterion in NEEDS_SCORE_INPUTS:  # from the training set, never the pool
+        size = int(cfg.pruning.options.get("batch_size") or sipp_batch_size(model))
+        score_inputs, idx = score_batch(data.train_inputs, size, cfg.pruning.seed)
+        score_inputs = score_inputs.to(cfg.sweep.device)
+        score_info = {"source": "training set", "size": int(idx.numel()), "seed": cfg.pruning.seed}
     family = build_family(
         model,
         criterion=cfg.pruning.criterion,
@@ -90,7 +96,8 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> dict[str,
         include_norm=cfg.pruning.include_norm,
         seed=cfg.pruning.seed,
         options=cfg.pruning.options,
-        extras=trained.meta,
+        trajectory=trained.trajectory,
+        score_inputs=score_inputs,
     )
     loss = make_loss(cfg.loss.name, cfg.loss.tau)
     cal_cfg = cfg.calibration
@@ -200,6 +207,7 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> dict[str,
         "fwer": cfg.fwer.name,
         "criterion": family.criterion,
         "scope": family.scope,
+        "score_inputs": score_info,
         "seed": cfg.seed,
         "alpha": cal_cfg.alpha,
         "delta": cal_cfg.delta,

@@ -74,6 +74,15 @@ class PruningConfig:
 
 
 @dataclass
+class TrajectoryConfig:
+    """Weight-trajectory statistics for M&U (turned on by pruning=mu)."""
+
+    enabled: bool = False
+    last_k_epochs: int = 1
+    granularity: str = "step"  # step | epoch
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 3
     batch_size: int = 128
@@ -82,6 +91,7 @@ class TrainerConfig:
     scheduler: str = "none"  # none | cosine (per-step cosine annealing to 0)
     weight_decay: float = 0.0
     eval_batch_size: int = 2000
+    trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
 
 
 @dataclass
@@ -212,7 +222,7 @@ def validate(cfg: Config, pool_size: int | None = None) -> list[float]:
     from . import losses as losses_mod
     from .data import DATASETS
     from .models import MODELS
-    from .pruning import CRITERIA, SCOPES
+    from .pruning import ALL_CRITERIA, SCOPES
     from .stats import BINARY_ONLY, BOUNDS, FWERS
 
     cal = cfg.calibration
@@ -243,7 +253,7 @@ def validate(cfg: Config, pool_size: int | None = None) -> list[float]:
             f"(binomial needs a binary loss: {', '.join(binary)})",
         )
     _in_open_unit("loss.tau", cfg.loss.tau)
-    _choice("pruning.criterion", cfg.pruning.criterion, list(CRITERIA))
+    _choice("pruning.criterion", cfg.pruning.criterion, list(ALL_CRITERIA))
     _choice("pruning.scope", cfg.pruning.scope, SCOPES)
     _choice("model.name", cfg.model.get("name"), list(MODELS))
     _choice("dataset.name", cfg.dataset.get("name"), list(DATASETS))
@@ -255,6 +265,12 @@ def validate(cfg: Config, pool_size: int | None = None) -> list[float]:
     _choice("logger.mode", cfg.logger.mode, ["offline", "online", "disabled"])
     _choice("trainer.optimizer", cfg.trainer.optimizer, ["adam", "sgd"])
     _choice("trainer.scheduler", cfg.trainer.scheduler, ["none", "cosine"])
+    traj = cfg.trainer.trajectory
+    _choice("trainer.trajectory.granularity", traj.granularity, ["step", "epoch"])
+    if traj.enabled and not 1 <= traj.last_k_epochs <= cfg.trainer.epochs:
+        raise ConfigError("trainer.trajectory.last_k_epochs", traj.last_k_epochs, f"an integer in [1, trainer.epochs={cfg.trainer.epochs}]")
+    if cfg.pruning.criterion == "mu" and not traj.enabled:
+        raise ConfigError("trainer.trajectory.enabled", False, "true with pruning.criterion=mu (M&U needs the weight trajectory)")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         value = getattr(cfg.trainer, key)
         if not isinstance(value, int) or value < (0 if key == "epochs" else 1):

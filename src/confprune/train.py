@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from .cache import atomic_write, content_key, locked
 from .data import TaskData
 from .models import build_model
+from .pruning.trajectory import WelfordTracker
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,17 @@ def _plain(cfg: Any) -> dict[str, Any]:
 
 
 def cache_key(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], trainer_cfg: Any, seed: int) -> str:
-    """Hash of the model, dataset, trainer and seed that determine the trained weights."""
+    """Hash of the model, dataset, trainer and seed that determine the trained weights (and, when
+    trajectory tracking is on, the tracking settings: such a checkpoint also holds the statistics)."""
+    trainer = {k: v for k, v in _plain(trainer_cfg).items() if k not in _TRAINER_KEYS_IGNORED}
+    if not (trainer.get("trajectory") or {}).get("enabled"):
+        trainer.pop("trajectory", None)
     return content_key(
         {
             "kind": "model",
             "model": _plain(model_cfg),
             "dataset": {k: v for k, v in _plain(dataset_cfg).items() if k not in _DATASET_KEYS_IGNORED},
-            "trainer": {k: v for k, v in _plain(trainer_cfg).items() if k not in _TRAINER_KEYS_IGNORED},
+            "trainer": trainer,
             "seed": int(seed),
         }
     )
@@ -87,9 +92,19 @@ def dense_metrics(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     return {"accuracy": correct / max(1, inputs.shape[0])}
 
 
-def train_model(model: nn.Module, data: TaskData, trainer: Any, seed: int, progress: bool = True) -> dict[str, float]:
-    """Train in place; deterministic for a given seed on CPU."""
+def train_model(
+    model: nn.Module, data: TaskData, trainer: Any, seed: int, progress: bool = True
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Train in place; deterministic for a given seed on CPU.
+
+    Returns (stats, trajectory): the trajectory statistics (Welford mean/M2 of every parameter
+    over the last K epochs, for M&U) when ``trainer.trajectory.enabled``, else an empty dict.
+    """
     t = _plain(trainer)
+    traj_cfg = t.get("trajectory") or {}
+    tracker = WelfordTracker(model) if traj_cfg.get("enabled") else None
+    first_tracked_epoch = t["epochs"] - int(traj_cfg.get("last_k_epochs", 1))
+    per_step = traj_cfg.get("granularity", "step") == "step"
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     objective = OBJECTIVES[data.task]
@@ -119,10 +134,14 @@ def train_model(model: nn.Module, data: TaskData, trainer: Any, seed: int, progr
             opt.step()
             if scheduler is not None:
                 scheduler.step()
+            if tracker is not None and per_step and epoch >= first_tracked_epoch:
+                tracker.update()
             last = loss.item()
             bar.set_postfix(loss=f"{last:.4f}", refresh=False)
+        if tracker is not None and not per_step and epoch >= first_tracked_epoch:
+            tracker.update()
     model.eval()
-    return {"final_train_loss": last}
+    return {"final_train_loss": last}, (tracker.state() if tracker is not None else {})
 
 
 @dataclass
@@ -133,9 +152,10 @@ class TrainedModel:
     from_cache: bool
     train_seconds: float
     meta: dict[str, Any] = field(default_factory=dict)
+    trajectory: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def _load_checkpoint(path: Path, model: nn.Module, key: str) -> dict[str, Any]:
+def _load_checkpoint(path: Path, model: nn.Module, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "meta" not in ckpt:
         raise ValueError("not a confprune checkpoint")
@@ -144,7 +164,7 @@ def _load_checkpoint(path: Path, model: nn.Module, key: str) -> dict[str, Any]:
     model.load_state_dict(ckpt["state_dict"], strict=True)
     if state_dict_checksum(model.state_dict()) != ckpt["meta"].get("checksum"):
         raise ValueError("weights checksum mismatch")
-    return dict(ckpt["meta"])
+    return dict(ckpt["meta"]), dict(ckpt.get("trajectory", {}))
 
 
 def train_or_load(
@@ -163,16 +183,16 @@ def train_or_load(
         model = build_model(model_cfg)
         if path.exists():
             try:
-                meta = _load_checkpoint(path, model, key)
+                meta, trajectory = _load_checkpoint(path, model, key)
                 model.eval()
                 log.info("loaded cached model %s", path)
-                return TrainedModel(model, key, path, True, 0.0, meta)
+                return TrainedModel(model, key, path, True, 0.0, meta, trajectory)
             except Exception as err:  # any defect: report and retrain, never trust
                 log.warning("cache entry %s is corrupt or mismatched (%s); retraining", path, err)
                 torch.manual_seed(seed)
                 model = build_model(model_cfg)
         start = time.perf_counter()
-        stats = train_model(model, data, trainer_cfg, seed, progress)
+        stats, trajectory = train_model(model, data, trainer_cfg, seed, progress)
         seconds = time.perf_counter() - start
         meta = {
             "key": key,
@@ -182,6 +202,6 @@ def train_or_load(
             "checksum": state_dict_checksum(model.state_dict()),
             **stats,
         }
-        atomic_torch_save({"state_dict": model.state_dict(), "meta": meta}, path)
+        atomic_torch_save({"state_dict": model.state_dict(), "meta": meta, "trajectory": trajectory}, path)
         log.info("trained %s in %.1fs; cached at %s", model_cfg["name"], seconds, path)
-        return TrainedModel(model, key, path, False, seconds, meta)
+        return TrainedModel(model, key, path, False, seconds, meta, trajectory)

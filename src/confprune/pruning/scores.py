@@ -1,27 +1,33 @@
 """Pruning criteria: functions from a model (and context) to per-parameter importance scores.
 
-A criterion never looks at calibration or test data: the guarantee needs the pruning family to
-be fixed before calibration (method.md §8). New criteria register here and plug into the sweep
-unchanged.
+Higher score = more important = pruned later. A criterion never looks at calibration or test
+data: the guarantee needs the pruning family to be fixed before calibration (method.md §8); data-
+informed criteria (SiPP) get a batch of *training* images through :class:`ScoreContext`. New
+criteria register in ``CRITERIA`` and plug into the sweep unchanged.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .trajectory import trajectory_std
 
 
 @dataclass
 class ScoreContext:
-    """What a criterion may use besides the weights: a seed, options, training-time extras."""
+    """What a criterion may use besides the weights."""
 
     seed: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
-    extras: Mapping[str, Any] = field(default_factory=dict)  # e.g. training statistics
+    trajectory: Mapping[str, torch.Tensor] = field(default_factory=dict)  # M&U statistics
+    score_inputs: torch.Tensor | None = None  # SiPP: a batch of training inputs, never pool data
 
 
 Criterion = Callable[[nn.Module, Mapping[str, torch.Tensor], ScoreContext], dict[str, torch.Tensor]]
@@ -38,7 +44,124 @@ def random_scores(model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: Score
     return {n: torch.rand(p.shape, generator=gen, dtype=torch.float64) for n, p in pool.items()}
 
 
+def mu_scores(model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext) -> dict[str, torch.Tensor]:
+    """M&U (ours, after the Wald statistic): |w_T| / (σ̂ + ε), σ̂ the std of the weight over the last
+    K epochs of its training trajectory. Invariant to rescaling a layer (and its trajectory) by c."""
+    if not ctx.trajectory:
+        raise ValueError(
+            "pruning.criterion=mu needs the weight-trajectory statistics of training, and this checkpoint "
+            "has none: retrain with trainer.trajectory.enabled=true (pruning=mu turns it on; the model "
+            "is then trained once more and cached separately)"
+        )
+    eps = float(ctx.options.get("eps", 1e-8))
+    return {n: p.detach().abs().double() / (trajectory_std(ctx.trajectory, n).double() + eps) for n, p in pool.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# SiPP (Baykal, Liebenwein et al.): deterministic empirical sensitivities
+
+
+def _nonneg_copies(a: torch.Tensor) -> torch.Tensor:
+    """Inputs with negative entries become two non-negative copies, max(a, 0) and max(−a, 0)."""
+    if bool((a < 0).any()):
+        return torch.cat([a.clamp_min(0), (-a).clamp_min(0)])
+    return a
+
+
+def _sensitivity(w: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """max over samples of w_ij·a_j / Σ_{k: sign(w_ik)=sign(w_ij)} w_ik·a_k.
+
+    w: (I, J); a: (B, J, P) non-negative activations (P patches; mean over patches). A zero
+    denominator contributes 0.
+    """
+    out = torch.zeros_like(w, dtype=torch.float64)
+    wp, wn = w.clamp_min(0).double(), w.clamp_max(0).double()
+    pos = (w > 0).double()
+    for chunk in torch.split(a.double(), max(1, 2**22 // max(1, w.numel() * a.shape[2])), dim=0):
+        den_p = torch.einsum("ij,bjp->bip", wp, chunk)  # (B, I, P), ≥ 0
+        den_n = torch.einsum("ij,bjp->bip", wn, chunk)  # ≤ 0
+        inv_p = torch.where(den_p > 0, 1.0 / den_p, torch.zeros_like(den_p))
+        inv_n = torch.where(den_n < 0, 1.0 / den_n, torch.zeros_like(den_n))
+        # ratio_bijp = w_ij a_bjp / den_{b,i,p}^{sign(w_ij)}; mean over p, max over b
+        r = torch.einsum("ij,bjp,bip->bij", w.double() * pos, chunk, inv_p)
+        r = r + torch.einsum("ij,bjp,bip->bij", w.double() * (1 - pos), chunk, inv_n)
+        out = torch.maximum(out, r.amax(0) / chunk.shape[2])
+    return out
+
+
+def layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Inputs of every Linear and Conv2d module for a batch, captured with forward hooks."""
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out, name=name: captured.__setitem__(name, inp[0].detach()))
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d))
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return captured
+
+
+def sipp_patches(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Patches per sample of each Linear (1) and Conv2d weight, for the hybrid error rule."""
+    modules = dict(model.named_modules())
+    out = {}
+    for name, a in layer_inputs(model, x).items():
+        mod = modules[name]
+        if isinstance(mod, nn.Conv2d):
+            out[f"{name}.weight"] = F.unfold(a[:1], mod.kernel_size, dilation=mod.dilation, padding=mod.padding, stride=mod.stride).shape[-1]
+        else:
+            out[f"{name}.weight"] = 1
+    return out
+
+
+def sipp_scores(model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext) -> dict[str, torch.Tensor]:
+    """Deterministic SiPP: empirical sensitivities of Linear/Conv2d weights over a training batch.
+
+    Biases and other parameters have no sensitivity: they must be excluded from the pool
+    (pruning=sipp sets include_bias=false, include_norm=false).
+    """
+    if ctx.score_inputs is None:
+        raise ValueError("pruning.criterion=sipp needs a batch of training inputs (ScoreContext.score_inputs)")
+    modules = dict(model.named_modules())
+    inputs = layer_inputs(model, ctx.score_inputs)
+    scores: dict[str, torch.Tensor] = {}
+    for name, w in pool.items():
+        mod_name, _, pname = name.rpartition(".")
+        mod = modules.get(mod_name)
+        if pname != "weight" or not isinstance(mod, (nn.Linear, nn.Conv2d)):
+            raise ValueError(
+                f"SiPP defines sensitivities for Linear/Conv2d weights only, not {name!r}: "
+                "use pruning.include_bias=false and pruning.include_norm=false"
+            )
+        a = inputs[mod_name]
+        if isinstance(mod, nn.Linear):
+            acts = _nonneg_copies(a.reshape(-1, a.shape[-1]))[:, :, None]  # (B, J, 1)
+            scores[name] = _sensitivity(w.detach().reshape(w.shape[0], -1), acts).reshape(w.shape)
+        else:
+            patches = F.unfold(a, mod.kernel_size, dilation=mod.dilation, padding=mod.padding, stride=mod.stride)
+            if mod.groups != 1:
+                raise ValueError(f"SiPP: grouped convolutions are not supported ({name})")
+            acts = _nonneg_copies(patches)  # (B, C·kh·kw, P)
+            scores[name] = _sensitivity(w.detach().reshape(w.shape[0], -1), acts).reshape(w.shape)
+    return scores
+
+
+def sipp_batch_size(model: nn.Module, delta_s: float = 1e-16) -> int:
+    """|S| = ⌈3·log(8·η*·η/δ_s)⌉ (the paper code's formula; η = total output units of the
+    Linear/Conv2d layers, η* = the largest layer's)."""
+    units = [m.out_features if isinstance(m, nn.Linear) else m.out_channels
+             for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    return int(math.ceil(3 * math.log(8 * max(units) * sum(units) / delta_s)))
+
+
 CRITERIA: dict[str, Criterion] = {
     "magnitude": magnitude_scores,
     "random": random_scores,
+    "mu": mu_scores,
+    "sipp": sipp_scores,
 }
