@@ -163,6 +163,50 @@ def first_layer_heatmap(model: torch.nn.Module, family: PruningFamily, lam_hat: 
     return _save(fig, out_dir, "first_layer_heatmap")
 
 
+def mask_panel(model: torch.nn.Module, family: PruningFamily, inputs: torch.Tensor, targets: torch.Tensor,
+               lambdas: np.ndarray, pool_risk: np.ndarray, lam_hat: float | None, out_dir: Path, n: int = 4) -> list[str]:
+    """Segmentation: image, ground truth, dense mask, pruned mask at λ̂ and at a much larger λ
+    (the first grid point whose pool risk is ≥ 0.5, else the last), for a few pool images."""
+    from .sweep import forward_batched
+
+    has_polyp = torch.nonzero(targets.flatten(1).sum(1) > 0).flatten()
+    pick = has_polyp[torch.linspace(0, len(has_polyp) - 1, min(n, len(has_polyp))).long()] if len(has_polyp) else torch.arange(min(n, len(inputs)))
+    x, y = inputs[pick], targets[pick]
+    big = np.flatnonzero(pool_risk >= 0.5)
+    lam_big = float(lambdas[big[0]] if big.size else lambdas[-1])
+    params = dict(model.named_parameters())
+    columns = [("image", None), ("ground truth", None), ("dense", 0.0)]
+    if lam_hat is not None:
+        columns.append((f"pruned, λ̂ = {lam_hat:.2f}", lam_hat))
+    columns.append((f"pruned, λ = {lam_big:.2f}", lam_big))
+    preds = {}
+    for _, lam in columns[2:]:
+        weights = {**dict(model.named_buffers()), **family.apply(params, lam)} if lam else None
+        preds[lam] = torch.cat(forward_batched(model, x, weights)) > 0
+    fig, axes = plt.subplots(len(pick), len(columns), figsize=(1.6 * len(columns), 1.6 * len(pick)), squeeze=False,
+                             constrained_layout=True)
+    for r in range(len(pick)):
+        img = x[r].permute(1, 2, 0).numpy()
+        img = (img - img.min()) / (img.max() - img.min() + 1e-8)
+        for c, (title, lam) in enumerate(columns):
+            ax = axes[r][c]
+            if c == 0:
+                ax.imshow(img)
+            elif c == 1:
+                ax.imshow(y[r, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.imshow(preds[lam][r, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=7)
+    return _save(fig, out_dir, "mask_panel")
+
+
+#: extra per-run figures by task (same signature as mask_panel)
+TASK_FIGURES = {"segmentation": (mask_panel,)}
+
+
 # --------------------------------------------------------------------------------------------
 # Aggregation of a multirun: `python -m confprune.figures <sweep dir>`
 

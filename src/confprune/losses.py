@@ -59,6 +59,39 @@ def selective(tau: float) -> tuple[LossFn, AuxFn]:
     return fn, aux
 
 
+def _masks(logits: torch.Tensor) -> torch.Tensor:
+    return (logits > 0).flatten(1)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample IoU of two boolean masks (B, P); two empty masks have IoU 1."""
+    inter = (a & b).sum(1).double()
+    union = (a | b).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def seg_disagreement(dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Ours: 1 − IoU(pruned mask, dense mask) ∈ [0, 1]; two empty masks → 0 (unlabeled)."""
+    return (1.0 - mask_iou(_masks(pruned), _masks(dense))).float()
+
+
+def seg_miss(dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Ours: fraction of ground-truth polyp pixels the pruned mask misses (0 without polyp)."""
+    gt = (target > 0.5).flatten(1)
+    missed = (gt & ~_masks(pruned)).sum(1).double()
+    total = gt.sum(1).double()
+    return torch.where(total > 0, missed / total.clamp_min(1), torch.zeros_like(total)).float()
+
+
+def seg_fail(tau: float) -> tuple[LossFn, AuxFn | None]:
+    """Ours: 1{IoU(pruned mask, dense mask) < τ} (binary, so the binomial p-value applies)."""
+
+    def fn(dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (mask_iou(_masks(pruned), _masks(dense)) < tau).float()
+
+    return fn, None
+
+
 def _fixed(fn: LossFn) -> Callable[[float], tuple[LossFn, AuxFn | None]]:
     return lambda tau: (fn, None)
 
@@ -85,6 +118,9 @@ LOSSES: dict[str, LossSpec] = {
     "disagreement": LossSpec("disagreement", binary=True, labeled=False, build=_fixed(disagreement)),
     "selective": LossSpec("selective", binary=True, labeled=True, build=selective, uses_tau=True),
     "tv_distance": LossSpec("tv_distance", binary=False, labeled=False, build=_fixed(tv_distance)),
+    "seg_disagreement": LossSpec("seg_disagreement", binary=False, labeled=False, build=_fixed(seg_disagreement), task="segmentation"),
+    "seg_miss": LossSpec("seg_miss", binary=False, labeled=True, build=_fixed(seg_miss), task="segmentation"),
+    "seg_fail": LossSpec("seg_fail", binary=True, labeled=False, build=seg_fail, task="segmentation", uses_tau=True),
 }
 
 

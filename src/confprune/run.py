@@ -190,6 +190,9 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> dict[str,
             *figures.lambda_hat_histogram(lambdas, validation, fig_dir),
             *figures.first_layer_heatmap(model, family, cert.lambda_hat, fig_dir),
         ]
+        for task_figure in figures.TASK_FIGURES.get(data.task, ()):
+            made += task_figure(model, family, data.pool_inputs, data.pool_targets, lambdas,
+                                table.losses.mean(1), cert.lambda_hat, fig_dir)
         fig_paths = {Path(p).stem: p for p in made if p.endswith(".png")}
         timing["figures_s"] = time.perf_counter() - t
 

@@ -76,20 +76,44 @@ def cross_entropy_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) 
     return F.cross_entropy(model(x), y)
 
 
+def bce_dice_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice loss (segmentation)."""
+    logits = model(x)
+    prob = torch.sigmoid(logits).flatten(1)
+    target = y.flatten(1)
+    dice = (2 * (prob * target).sum(1) + 1) / (prob.sum(1) + target.sum(1) + 1)
+    return F.binary_cross_entropy_with_logits(logits, y) + (1 - dice).mean()
+
+
 OBJECTIVES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "classification": cross_entropy_objective,
+    "segmentation": bce_dice_objective,
 }
+
+
+def _classification_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    return {"accuracy": float((outputs.argmax(1) == targets).double().mean())}
+
+
+def _segmentation_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Mean per-image Dice and IoU of the predicted mask (logit > 0) vs the ground truth."""
+    pred, gt = (outputs > 0).flatten(1), (targets > 0.5).flatten(1)
+    inter, total = (pred & gt).sum(1).double(), (pred.sum(1) + gt.sum(1)).double()
+    union = (pred | gt).sum(1).double()
+    dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+    return {"dice": float(dice.mean()), "iou": float(iou.mean())}
+
+
+METRICS = {"classification": _classification_metrics, "segmentation": _segmentation_metrics}
 
 
 @torch.inference_mode()
 def dense_metrics(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, task: str, batch_size: int = 2000) -> dict[str, float]:
-    """Dense model quality on a data set (accuracy for classification)."""
+    """Dense model quality on a data set (accuracy; Dice and IoU for segmentation)."""
     model.eval()
-    correct = 0
-    for start in range(0, inputs.shape[0], batch_size):
-        out = model(inputs[start : start + batch_size])
-        correct += int((out.argmax(1) == targets[start : start + batch_size]).sum())
-    return {"accuracy": correct / max(1, inputs.shape[0])}
+    outs = [model(inputs[s : s + batch_size]) for s in range(0, inputs.shape[0], batch_size)]
+    return METRICS[task](torch.cat(outs), targets)
 
 
 def train_model(
@@ -128,7 +152,10 @@ def train_model(
         bar = tqdm(range(0, n, bs), desc=f"train epoch {epoch + 1}/{t['epochs']}", disable=not progress, leave=False)
         for start in bar:
             idx = perm[start : start + bs]
-            loss = objective(model, data.train_inputs[idx], data.train_targets[idx])
+            x, y = data.train_inputs[idx], data.train_targets[idx]
+            if data.augment is not None:
+                x, y = data.augment(x, y, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            loss = objective(model, x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

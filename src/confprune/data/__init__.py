@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ class TaskData:
     task: str  # classification | segmentation
     synthetic: bool = False
     description: str = ""
+    # training-time augmentation: (inputs, targets, seed) -> (inputs, targets), applied per batch
+    augment: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def pool_size(self) -> int:
@@ -98,7 +101,61 @@ def _load_mnist(cfg: Mapping[str, Any]) -> TaskData:
     )
 
 
+def _polyp_root(cfg: Mapping[str, Any]) -> tuple[Path, bool]:
+    """(root, synthetic): the real archive when dataset.root is set, else the synthetic tree."""
+    if cfg.get("root"):
+        return Path(cfg["root"]), False
+    return Path(cfg["data_dir"]) / "PolypGen_synthetic", True
+
+
+def _polyp_split(cfg: Mapping[str, Any]) -> tuple[list[int], list[int]]:
+    return [int(c) for c in cfg["train_centres"]], [int(c) for c in cfg["pool_centres"]]
+
+
+def _polyp_pool_size(cfg: Mapping[str, Any]) -> int:
+    root, synthetic = _polyp_root(cfg)
+    _, pool_c = _polyp_split(cfg)
+    if synthetic:
+        syn = cfg["synthetic"]
+        n = syn["n_per_centre"] * len(pool_c) + (syn["n_sequences"] * syn["frames"] if cfg.get("pool_sequences") else 0)
+    else:
+        n = sum(len(list((root / f"data_C{c}" / f"images_C{c}").glob("*.jpg"))) for c in pool_c)
+        if cfg.get("pool_sequences"):
+            n += len(list((root / "sequenceData" / "positive").glob("seq*/images_seq*/*.jpg")))
+    return _limit(n, cfg.get("pool_limit"))
+
+
+def _load_polyp(cfg: Mapping[str, Any]) -> TaskData:
+    from .polyp import generate_synthetic, is_synthetic, list_samples, load_arrays, make_augment
+
+    root, synthetic = _polyp_root(cfg)
+    if synthetic:
+        syn = cfg["synthetic"]
+        generate_synthetic(root, syn["n_per_centre"], syn["n_sequences"], syn["frames"], syn["seed"])
+    train_c, pool_c = _polyp_split(cfg)
+    if set(train_c) & set(pool_c):
+        raise ValueError(f"dataset.train_centres {train_c} and dataset.pool_centres {pool_c} overlap")
+    train = list_samples(root, train_c, sequences=False)
+    pool = [s for s in list_samples(root, pool_c, sequences=bool(cfg.get("pool_sequences")))]
+    train = train[: _limit(len(train), cfg.get("train_limit"))]
+    pool = pool[: _limit(len(pool), cfg.get("pool_limit"))]
+    size = int(cfg["image_size"])
+    xt, yt = load_arrays(train, size)
+    xp, yp = load_arrays(pool, size)
+    synthetic = synthetic or is_synthetic(root)
+    return TaskData(
+        train_inputs=torch.from_numpy(xt), train_targets=torch.from_numpy(yt),
+        pool_inputs=torch.from_numpy(xp), pool_targets=torch.from_numpy(yp),
+        task="segmentation", synthetic=synthetic,
+        description=(f"{'SYNTHETIC stand-in for ' if synthetic else ''}PolypGen at {root}: train centres {train_c} "
+                     f"({len(train)} images), pool centres {pool_c}{' + sequences' if cfg.get('pool_sequences') else ''} "
+                     f"({len(pool)} images), {size}×{size}"),
+        augment=make_augment() if cfg.get("augment", True) else None,
+    )
+
+
 DATASETS: dict[str, DatasetEntry] = {
+    "polypgen": DatasetEntry(task="segmentation", pool_size=_polyp_pool_size, load=_load_polyp),
     "mnist": DatasetEntry(
         task="classification",
         pool_size=lambda cfg: _limit(10000, cfg.get("pool_limit")),

@@ -8,10 +8,12 @@ from typing import Any
 from torch import nn
 
 from .mnist import MnistCNN, MnistMLP
+from .unet import UNet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mnist_cnn": MnistCNN,
     "mnist_mlp": MnistMLP,
+    "unet": UNet,
 }
 
 
@@ -27,4 +29,4 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"model {cfg['name']!r} does not accept these arguments {kwargs}: {err}") from None
 
 
-__all__ = ["MODELS", "MnistCNN", "MnistMLP", "build_model"]
+__all__ = ["MODELS", "MnistCNN", "MnistMLP", "UNet", "build_model"]
