@@ -304,16 +304,26 @@ def sweep_figures(table: pd.DataFrame, out_dir: Path) -> list[str]:
             ax.set_xlabel("test risk at λ̂")
         axes[0][0].set_ylabel("splits")
         made += _save(fig, out_dir, "test_risk_hist_per_alpha")
-    if table["criterion"].nunique() > 1:
-        fig, ax = plt.subplots(figsize=(4.2, 2.8))
-        g = table.groupby(["criterion", "alpha"], as_index=False)["sparsity_hat_median"].mean()
-        for i, (crit, sub) in enumerate(g.groupby("criterion")):
-            ax.bar(np.arange(len(sub)) + 0.8 * i / g["criterion"].nunique(), sub["sparsity_hat_median"],
-                   width=0.8 / g["criterion"].nunique(), label=crit)
-        ax.set_xticks(np.arange(g["alpha"].nunique()) + 0.4 - 0.4 / g["criterion"].nunique())
-        ax.set_xticklabels([f"α={a:g}" for a in sorted(g["alpha"].unique())])
-        ax.set_ylabel("certified sparsity (median)")
-        ax.legend(frameon=False, fontsize=7)
+    family = table["criterion"] + np.where(table["scope"] == "global", "", " (" + table["scope"] + ")")
+    if family.nunique() > 1:
+        t = table.assign(_family=family)
+        groups = _panels(t, panel)
+        fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 3.0), squeeze=False, sharey=True,
+                                 constrained_layout=True)
+        names = sorted(t["_family"].unique())
+        alphas = sorted(t["alpha"].unique())
+        width = 0.8 / len(names)
+        for ax, (pname, sub) in zip(axes[0], groups, strict=True):
+            g = sub.groupby(["_family", "alpha"])["sparsity_hat_median"].mean()
+            for i, name in enumerate(names):
+                ax.bar(np.arange(len(alphas)) + i * width, [g.get((name, a), np.nan) for a in alphas], width=width,
+                       label=name)
+            ax.set_xticks(np.arange(len(alphas)) + 0.4 - width / 2)
+            ax.set_xticklabels([f"α={a:g}" for a in alphas])
+            ax.set_title("" if pname is None else f"loss = {pname}")
+        axes[0][0].set_ylabel("certified sparsity (median over splits)")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False, fontsize=7)
         made += _save(fig, out_dir, "criteria_comparison")
     single = table[table["n_lambdas"] == 1] if "n_lambdas" in table else table.iloc[0:0]
     if len(single) > 1:
