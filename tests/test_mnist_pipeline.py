@@ -151,7 +151,9 @@ def test_corrupt_cache_is_retrained_not_trusted(smoke_dir, compose, tmp_path, ca
     from confprune.run import run
 
     cache = Path(os.environ["CONFPRUNE_CACHE_DIR"]) / "models"
-    (ckpt,) = [p for p in cache.glob("mnist_cnn-*.pt")]
+    key = json.loads((smoke_dir / "certificate.json").read_text())["model"]["cache_key"]
+    ckpt = cache / f"mnist_cnn-{key}.pt"
+    assert ckpt.exists()
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # an interrupted write
     tables = list((Path(os.environ["CONFPRUNE_CACHE_DIR"]) / "loss_tables").glob("*.npz"))
     assert tables
