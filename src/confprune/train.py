@@ -111,9 +111,9 @@ METRICS = {"classification": _classification_metrics, "segmentation": _segmentat
 @torch.inference_mode()
 def dense_metrics(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, task: str, batch_size: int = 2000) -> dict[str, float]:
     """Dense model quality on a data set (accuracy; Dice and IoU for segmentation)."""
-    model.eval()
-    outs = [model(inputs[s : s + batch_size]) for s in range(0, inputs.shape[0], batch_size)]
-    return METRICS[task](torch.cat(outs), targets)
+    from .sweep import forward_batched  # the sweep's forward path: channels_last, small batches
+
+    return METRICS[task](torch.cat(forward_batched(model, inputs, batch_size=min(batch_size, 500))), targets)
 
 
 def train_model(
