@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.confprune-installed
-ARGS ?=
+ARGS ?= experiment=mnist
 PYTEST_ARGS ?=
 
 .PHONY: install run test lint bench clean
