@@ -268,8 +268,7 @@ def _fwer(cfg: Config) -> Any:
 def to_config(cfg: DictConfig) -> Config:
     """Typed, resolved config object (library functions never see DictConfigs)."""
     obj = OmegaConf.to_object(cfg)
-    assert isinstance(obj, Config)
-    # Free-form groups (model, dataset) come back as dicts; make their paths absolute.
+    assert isinstance(obj, Config)  # free-form groups (model, dataset) come back as plain dicts
     return obj
 
 

@@ -144,16 +144,9 @@ def register_configs() -> None:
     """Register the schemas in Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
 
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    cs.store(group="calibration", name="base_calibration", node=CalibrationConfig)
-    cs.store(group="bound", name="base_bound", node=BoundConfig)
-    cs.store(group="fwer", name="base_fwer", node=FwerConfig)
-    cs.store(group="loss", name="base_loss", node=LossConfig)
-    cs.store(group="pruning", name="base_pruning", node=PruningConfig)
-    cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
-    cs.store(group="logger", name="base_logger", node=LoggerConfig)
-    cs.store(group="paths", name="base_paths", node=PathsConfig)
+    # One schema for the whole tree: every group's node is typed through Config's fields, so a
+    # wrong key or type in any group file or override fails at compose time.
+    ConfigStore.instance().store(name="base_config", node=Config)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ exactly this layout (so the real reader is what runs), and marks the tree as syn
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -249,10 +248,3 @@ def make_augment():
 
 def is_synthetic(root: str | Path) -> bool:
     return (Path(root) / SYNTHETIC_MARKER).exists()
-
-
-def tree_digest(samples: Sequence[Sample]) -> str:
-    h = hashlib.sha256()
-    for s in samples:
-        h.update(f"{s.image.name}|{s.image.stat().st_size}|{s.mask.stat().st_size}".encode())
-    return h.hexdigest()[:16]
