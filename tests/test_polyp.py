@@ -145,3 +145,21 @@ def test_non_binary_seg_loss_with_binomial_is_refused(compose):
     _, cfg = compose(["experiment=polyp_smoke", "loss=label_01"])
     with pytest.raises(ConfigError, match="a segmentation loss"):
         check(cfg)
+
+
+def test_random_group_split_is_patient_disjoint_and_seeded(tree):
+    from confprune.data import load_dataset
+
+    cfg = {"name": "polypgen", "data_dir": "unused", "root": str(tree), "split": "random_groups",
+           "train_centres": [1, 2, 3], "pool_centres": [4, 5, 6], "pool_sequences": True, "pool_fraction": 0.5,
+           "split_seed": 3, "image_size": 16, "augment": False}
+    a, b = load_dataset(cfg), load_dataset(cfg)
+    assert torch.equal(a.pool_inputs, b.pool_inputs)  # same seed, same split
+    pool_groups = set(a.description.split("pool groups ")[1].split("]")[0].strip("[").replace("'", "").split(", "))
+    train_groups = set(a.description.split("train groups ")[1].split("]")[0].strip("[").replace("'", "").split(", "))
+    assert pool_groups and train_groups and not pool_groups & train_groups  # whole groups on one side
+    assert len(pool_groups | train_groups) == 8  # 6 centres + 2 sequences (patients)
+    other = load_dataset({**cfg, "split_seed": 4})
+    assert not torch.equal(other.pool_inputs[:1], a.pool_inputs[:1]) or other.pool_size != a.pool_size
+    with pytest.raises(ValueError, match="split='thirds'"):
+        load_dataset({**cfg, "split": "thirds"})

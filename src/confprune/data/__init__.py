@@ -77,7 +77,7 @@ def fingerprint(inputs: torch.Tensor, targets: torch.Tensor | None, indices: np.
 @dataclass(frozen=True)
 class DatasetEntry:
     task: str
-    pool_size: Callable[[Mapping[str, Any]], int]  # cheap: no loading
+    pool_size: Callable[[Mapping[str, Any]], int | None]  # cheap: no loading (None: known only after listing)
     load: Callable[[Mapping[str, Any]], TaskData]
 
 
@@ -112,7 +112,21 @@ def _polyp_split(cfg: Mapping[str, Any]) -> tuple[list[int], list[int]]:
     return [int(c) for c in cfg["train_centres"]], [int(c) for c in cfg["pool_centres"]]
 
 
-def _polyp_pool_size(cfg: Mapping[str, Any]) -> int:
+def _random_group_split(samples: list, pool_fraction: float, seed: int) -> tuple[list, list]:
+    """Patient-disjoint random split (ours): the unit is a sample's group — its sequence folder
+    (one patient) or its centre — and whole groups go to the pool with a seeded draw."""
+    groups = sorted({s.group for s in samples})
+    if len(groups) < 2:
+        raise ValueError(f"dataset.split=random_groups needs at least 2 groups, found {groups}")
+    order = np.random.default_rng(int(seed)).permutation(len(groups))
+    n_pool = min(len(groups) - 1, max(1, round(pool_fraction * len(groups))))
+    pool_groups = {groups[i] for i in order[:n_pool]}
+    return [s for s in samples if s.group not in pool_groups], [s for s in samples if s.group in pool_groups]
+
+
+def _polyp_pool_size(cfg: Mapping[str, Any]) -> int | None:
+    if cfg.get("split", "centres") != "centres":
+        return None  # decided by a seeded draw over groups: checked once the data is listed
     root, synthetic = _polyp_root(cfg)
     _, pool_c = _polyp_split(cfg)
     if synthetic:
@@ -133,10 +147,17 @@ def _load_polyp(cfg: Mapping[str, Any]) -> TaskData:
         syn = cfg["synthetic"]
         generate_synthetic(root, syn["n_per_centre"], syn["n_sequences"], syn["frames"], syn["seed"])
     train_c, pool_c = _polyp_split(cfg)
-    if set(train_c) & set(pool_c):
-        raise ValueError(f"dataset.train_centres {train_c} and dataset.pool_centres {pool_c} overlap")
-    train = list_samples(root, train_c, sequences=False)
-    pool = [s for s in list_samples(root, pool_c, sequences=bool(cfg.get("pool_sequences")))]
+    mode = cfg.get("split", "centres")
+    if mode == "random_groups":
+        everything = list_samples(root, sorted(set(train_c) | set(pool_c)), sequences=bool(cfg.get("pool_sequences")))
+        train, pool = _random_group_split(everything, float(cfg.get("pool_fraction", 0.5)), int(cfg.get("split_seed", 0)))
+    elif mode == "centres":
+        if set(train_c) & set(pool_c):
+            raise ValueError(f"dataset.train_centres {train_c} and dataset.pool_centres {pool_c} overlap")
+        train = list_samples(root, train_c, sequences=False)
+        pool = list_samples(root, pool_c, sequences=bool(cfg.get("pool_sequences")))
+    else:
+        raise ValueError(f"dataset.split={mode!r} is not allowed; choose centres or random_groups")
     train = train[: _limit(len(train), cfg.get("train_limit"))]
     pool = pool[: _limit(len(pool), cfg.get("pool_limit"))]
     size = int(cfg["image_size"])
@@ -147,9 +168,9 @@ def _load_polyp(cfg: Mapping[str, Any]) -> TaskData:
         train_inputs=torch.from_numpy(xt), train_targets=torch.from_numpy(yt),
         pool_inputs=torch.from_numpy(xp), pool_targets=torch.from_numpy(yp),
         task="segmentation", synthetic=synthetic,
-        description=(f"{'SYNTHETIC stand-in for ' if synthetic else ''}PolypGen at {root}: train centres {train_c} "
-                     f"({len(train)} images), pool centres {pool_c}{' + sequences' if cfg.get('pool_sequences') else ''} "
-                     f"({len(pool)} images), {size}×{size}"),
+        description=(f"{'SYNTHETIC stand-in for ' if synthetic else ''}PolypGen at {root}: "
+                     f"train groups {sorted({s.group for s in train})} ({len(train)} images), "
+                     f"pool groups {sorted({s.group for s in pool})} ({len(pool)} images), {size}×{size}"),
         augment=make_augment() if cfg.get("augment", True) else None,
     )
 
