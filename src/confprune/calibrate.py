@@ -40,7 +40,6 @@ class FixedSequenceStop:
         self.alpha, self.delta, self.bound = alpha, delta, bound
         self.alive_splits = np.ones(splits.n_splits if splits is not None else 0, dtype=bool)
         self.alive_deploy = True
-        self.stopped_at: int | None = None
 
     def __call__(self, j: int, row: np.ndarray) -> bool:
         if self.splits is not None and self.alive_splits.any():
@@ -49,10 +48,7 @@ class FixedSequenceStop:
         if self.alive_deploy:
             p_dep = pvalues_from_losses(self.bound, row[self.deploy], self.alpha, self.delta)  # type: ignore[arg-type]
             self.alive_deploy = bool(p_dep <= self.delta)
-        done = not self.alive_deploy and not self.alive_splits.any()
-        if done:
-            self.stopped_at = j
-        return done
+        return not self.alive_deploy and not self.alive_splits.any()
 
 
 @dataclass

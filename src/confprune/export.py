@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +14,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .cache import atomic_write
 from .calibrate import Certification
 from .pruning import PruningFamily
 from .train import atomic_torch_save, state_dict_checksum
@@ -48,17 +47,13 @@ def library_versions() -> dict[str, str]:
 
 def write_json(obj: Any, path: str | Path) -> None:
     """Atomic JSON write (temp file + rename): a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
             json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
             fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _json_default(o: Any) -> Any:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from ..cache import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,12 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     """Write a uint8 array as a gzipped IDX file, atomically and byte-reproducibly (mtime 0)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=1) as gz:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=1) as gz:
             gz.write(header + array.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _check_files(raw: Path) -> str | None:
@@ -85,10 +82,7 @@ def _download(raw: Path, timeout: float) -> None:
             for fname in FILES.values():
                 with urllib.request.urlopen(mirror + fname, timeout=timeout) as resp:
                     payload = resp.read()
-                fd, tmp = tempfile.mkstemp(dir=raw, prefix=fname, suffix=".tmp")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(payload)
-                os.replace(tmp, raw / fname)
+                atomic_write(raw / fname, lambda tmp, data=payload: Path(tmp).write_bytes(data))
             if _check_files(raw) is None:
                 return
         except OSError as err:

@@ -193,7 +193,6 @@ def iid_validation(
 ) -> IidValidation:
     """Exact validity check on a real loss table (method.md §5's known truth, from real data)."""
     losses = check_loss_table(losses)
-    check_bound_for_table(bound, losses)
     procedure = make_fwer(fwer) if isinstance(fwer, str) else fwer
     draws = draw_iid_calibration(losses.shape[1], n_cal, n_reps, seed)
     p, _ = split_pvalues(losses, draws, alpha=alpha, delta=delta, bound=bound)
@@ -292,7 +291,6 @@ def validate_splits(
 ) -> SplitValidation:
     """Run LTT on each split's calibration rows and measure the test risk at the certified λ̂."""
     losses = check_loss_table(losses)
-    check_bound_for_table(bound, losses)
     if splits.cal_mask.shape[1] != losses.shape[1]:
         raise ValueError(
             f"splits were drawn for a pool of {splits.cal_mask.shape[1]} points, "
