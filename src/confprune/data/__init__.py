@@ -12,11 +12,34 @@ import numpy as np
 import torch
 
 
+class _Deferred:
+    """Dataclass field that may be given as a zero-argument function: it is called on first
+    access and its result kept (a run with a cached model never decodes the training images)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            raise AttributeError  # no default value for the dataclass field
+        value = obj.__dict__[self.slot]
+        if callable(value) and not isinstance(value, torch.Tensor):
+            value = obj.__dict__[self.slot] = value()
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class TaskData:
-    """Tensors the pipeline needs: training data, the evaluation pool and its provenance."""
+    """Tensors the pipeline needs: training data, the evaluation pool and its provenance.
 
-    train_inputs: torch.Tensor
+    ``train_inputs`` may be passed as a zero-argument function returning the tensor; it is
+    called the first time the attribute is read.
+    """
+
+    train_inputs: torch.Tensor = _Deferred()  # type: ignore[assignment]
     train_targets: torch.Tensor
     pool_inputs: torch.Tensor
     pool_targets: torch.Tensor
@@ -31,8 +54,13 @@ class TaskData:
         return int(self.pool_inputs.shape[0])
 
     def pool_fingerprint(self, indices: np.ndarray | None = None) -> str:
-        """sha256 of the pool inputs and targets (optionally restricted to ``indices``, in order)."""
-        return fingerprint(self.pool_inputs, self.pool_targets, indices)
+        """sha256 of the pool inputs and targets (optionally restricted to ``indices``, in order).
+        The whole-pool digest is computed once (the pool tensors are never modified)."""
+        if indices is not None:
+            return fingerprint(self.pool_inputs, self.pool_targets, indices)
+        if "_pool_digest" not in self.__dict__:
+            self.__dict__["_pool_digest"] = fingerprint(self.pool_inputs, self.pool_targets)
+        return self.__dict__["_pool_digest"]
 
 
 class StreamingFingerprint:
@@ -88,11 +116,16 @@ def _limit(n: int, limit: Any) -> int:
 def _load_mnist(cfg: Mapping[str, Any]) -> TaskData:
     from .mnist import load_mnist, normalise
 
-    arrays = load_mnist(cfg["data_dir"], cfg.get("download", True), cfg.get("download_timeout", 10))
+    args = (cfg["data_dir"], cfg.get("download", True), cfg.get("download_timeout", 10))
+    arrays = load_mnist(*args, keys=("train_labels", "test_images", "test_labels"))
     n_train = _limit(60000, cfg.get("train_limit"))
     n_pool = _limit(10000, cfg.get("pool_limit"))
+
+    def train_inputs() -> torch.Tensor:  # 60k images: decoded only when training or scoring needs them
+        return torch.from_numpy(normalise(load_mnist(*args, keys=("train_images",))["train_images"][:n_train]))
+
     return TaskData(
-        train_inputs=torch.from_numpy(normalise(arrays["train_images"][:n_train])),
+        train_inputs=train_inputs,
         train_targets=torch.from_numpy(arrays["train_labels"][:n_train].astype(np.int64)),
         pool_inputs=torch.from_numpy(normalise(arrays["test_images"][:n_pool])),
         pool_targets=torch.from_numpy(arrays["test_labels"][:n_pool].astype(np.int64)),
