@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from confprune.data.mnist import FILES, ensure_mnist, read_idx, write_idx
+from confprune.data.mnist import _check_files as m_check
 from confprune.losses import make_loss
 from confprune.models import build_model
 from confprune.sweep import forward_batched
@@ -40,6 +41,34 @@ def test_mnist_cache_is_verified_and_repaired(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     ensure_mnist(tmp_path, download=False)
     assert read_idx(path).shape == (60000,)
+
+
+def test_truncated_image_file_is_caught_without_decoding(tmp_path):
+    raw = ensure_mnist(tmp_path, download=False)
+    path = raw / FILES["train_images"]
+    path.write_bytes(path.read_bytes()[:-1000])  # header intact; only the gzip size field tells
+    assert m_check(raw) is not None and "truncated" in m_check(raw)
+    ensure_mnist(tmp_path, download=False)  # rewritten from the bundled arrays
+    assert read_idx(path).shape == (60000, 28, 28)
+
+
+def test_mnist_training_images_are_decoded_on_first_use(tmp_path, monkeypatch):
+    import confprune.data.mnist as m
+    from confprune.data import load_dataset
+
+    cfg = {"name": "mnist", "data_dir": str(tmp_path), "download": False, "train_limit": 500, "pool_limit": 300}
+    ensure_mnist(tmp_path, download=False)
+    reads: list[str] = []
+    real = m.read_idx
+    monkeypatch.setattr(m, "read_idx", lambda path: reads.append(Path(path).name) or real(path))
+    data = load_dataset(cfg)
+    assert FILES["train_images"] not in reads and data.pool_inputs.shape == (300, 1, 28, 28)
+    x = data.train_inputs
+    assert reads.count(FILES["train_images"]) == 1 and x.shape == (500, 1, 28, 28)
+    assert data.train_inputs is x  # decoded once, then kept
+    images = real(Path(tmp_path) / "MNIST" / "raw" / FILES["train_images"])[:500]
+    expected = ((images.astype(np.float32)[:, None] / 255.0) - m.MEAN) / m.STD  # the out-of-place formula
+    assert torch.equal(x, torch.from_numpy(expected))
 
 
 def test_mnist_clear_error_when_nothing_works(tmp_path, monkeypatch):
@@ -136,19 +165,21 @@ def test_verify_cli_accepts_the_export_and_rejects_tampering(smoke_dir, tmp_path
 
 
 def test_cached_model_is_reused_and_results_reproduce(smoke_dir, compose, tmp_path):
-    from confprune.run import run
+    from confprune.pipeline import run
 
     _, cfg = compose(["experiment=mnist_smoke", "figures=false"], tmp_path)
     s = run(cfg, tmp_path)
     assert s["model_from_cache"] is True and s["timing"]["train_s"] == 0.0
     assert s["loss_table_from_cache"] is True  # α, bound or FWER changes never re-run the network
+    assert s["dense_metrics_from_cache"] is True
+    assert s["dense"] == json.loads((smoke_dir / "summary.json").read_text())["dense"]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "splits.csv"), pd.read_csv(smoke_dir / "splits.csv"))
     with np.load(tmp_path / "losses.npz") as a, np.load(smoke_dir / "losses.npz") as b:
         np.testing.assert_array_equal(a["losses"], b["losses"])
 
 
 def test_corrupt_cache_is_retrained_not_trusted(smoke_dir, compose, tmp_path, caplog):
-    from confprune.run import run
+    from confprune.pipeline import run
 
     cache = Path(os.environ["CONFPRUNE_CACHE_DIR"]) / "models"
     key = json.loads((smoke_dir / "certificate.json").read_text())["model"]["cache_key"]
@@ -174,7 +205,7 @@ def test_corrupt_cache_is_retrained_not_trusted(smoke_dir, compose, tmp_path, ca
 
 
 def test_early_stop_gives_identical_results(smoke_dir, compose, tmp_path):
-    from confprune.run import run
+    from confprune.pipeline import run
 
     # A grid up to λ = 0.99, where the pruned CNN is near chance: every chain has stopped before
     # the last grid point, so the early-stopped sweep must be shorter and give the same results.
