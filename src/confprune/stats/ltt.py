@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
+from scipy.special import betaincinv  # = scipy.stats.beta.ppf, without importing scipy.stats
 
 from .fwer import NOT_CERTIFIED, FwerProcedure, certified_index, make_fwer
 from .pvalues import (
@@ -389,6 +389,6 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     if n < 1 or not 0 <= k <= n:
         raise ValueError(f"need 0 ≤ k ≤ n and n ≥ 1, got k={k}, n={n}")
     a = 1.0 - confidence
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
+    lo = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, a / 2))
+    hi = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - a / 2))
     return lo, hi
