@@ -33,3 +33,30 @@ def test_two_processes_train_the_shared_model_once(tmp_path):
     assert results[0]["key"] == results[1]["key"]
     assert len(list((tmp_path / "models").glob("*.pt"))) == 1
     assert not list((tmp_path / "models").glob("*.tmp"))  # no half-written file left behind
+
+
+def test_dense_metrics_are_cached_per_model_and_pool(tmp_path, caplog):
+    import torch
+
+    from confprune.data import TaskData
+    from confprune.models import build_model
+    from confprune.train import cached_dense_metrics, dense_metrics
+
+    torch.manual_seed(0)
+    model = build_model({"name": "mnist_mlp"}).eval()
+    x, y = torch.randn(300, 1, 28, 28), torch.randint(0, 10, (300,))
+    data = TaskData(x, y, x[:200], y[:200], task="classification")
+    first, hit = cached_dense_metrics(model, "model-a", data, tmp_path)
+    assert not hit and first == dense_metrics(model, x[:200], y[:200], "classification")
+    assert cached_dense_metrics(model, "model-a", data, tmp_path) == (first, True)
+    # Another pool or another model is another entry, never a stale hit.
+    other = TaskData(x, y, x[100:], y[100:], task="classification")
+    assert cached_dense_metrics(model, "model-a", other, tmp_path)[1] is False
+    assert cached_dense_metrics(model, "model-b", data, tmp_path)[1] is False
+    entries = list((tmp_path / "dense_metrics").glob("*.json"))
+    assert len(entries) == 3
+    for entry in entries:  # a damaged entry is reported and recomputed
+        entry.write_text("{not json")
+    with caplog.at_level("WARNING"):
+        assert cached_dense_metrics(model, "model-a", data, tmp_path) == (first, False)
+    assert any("dense-metrics cache entry" in r.message for r in caplog.records)

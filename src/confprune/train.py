@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -114,6 +115,31 @@ def dense_metrics(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     from .sweep import forward_batched  # the sweep's forward path: channels_last, small batches
 
     return METRICS[task](torch.cat(forward_batched(model, inputs, batch_size=min(batch_size, 500))), targets)
+
+
+def cached_dense_metrics(
+    model: nn.Module, model_key: str, data: TaskData, cache_dir: str | Path, device: str = "cpu", batch_size: int = 2000
+) -> tuple[dict[str, float], bool]:
+    """:func:`dense_metrics` on the pool, cached under (model key, pool fingerprint, task, device
+    type) like the loss tables: a sweep over α, δ, bound or FWER runs the dense model once.
+    Returns (metrics, from_cache); an unreadable entry is recomputed."""
+    key = content_key(
+        {"kind": "dense_metrics", "model_key": model_key, "pool": data.pool_fingerprint(), "task": data.task,
+         "device": torch.device(device).type}
+    )
+    path = Path(cache_dir) / "dense_metrics" / f"{key}.json"
+    with locked(path):
+        try:
+            entry = json.loads(path.read_text())
+            if entry.get("key") == key:
+                return {k: float(v) for k, v in entry["metrics"].items()}, True
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, AttributeError, KeyError, TypeError) as err:
+            log.warning("dense-metrics cache entry %s is unreadable (%s); recomputing", path, err)
+        metrics = dense_metrics(model, data.pool_inputs.to(device), data.pool_targets.to(device), data.task, batch_size)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps({"key": key, "metrics": metrics})))
+    return metrics, False
 
 
 def train_model(
