@@ -11,7 +11,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from confprune.run import check
+from confprune.pipeline import check
 from confprune.schema import Config, ConfigError, calibration_grid, lambda_grid
 
 REPO = Path(__file__).resolve().parents[1]

@@ -144,7 +144,7 @@ def test_sipp_batch_size_formula():
 def test_sipp_batch_comes_from_training_data_never_the_pool(compose, tmp_path, monkeypatch):
     import confprune.pruning as pruning_pkg
     from confprune.data import load_dataset
-    from confprune.run import run
+    from confprune.pipeline import run
 
     seen = {}
     original = pruning_pkg.CRITERIA["sipp"]
@@ -167,7 +167,7 @@ def test_sipp_batch_comes_from_training_data_never_the_pool(compose, tmp_path, m
 @pytest.mark.slow
 @pytest.mark.parametrize("criterion", ["layerwise", "mu", "sipp", "sipp_hybrid", "random"])
 def test_coverage_holds_for_every_criterion(compose, tmp_path, criterion):
-    from confprune.run import run
+    from confprune.pipeline import run
 
     _, cfg = compose(["experiment=mnist_smoke", f"pruning={criterion}", "figures=false", "export=false"], tmp_path)
     s = run(cfg, tmp_path)

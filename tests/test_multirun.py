@@ -80,3 +80,38 @@ def test_single_lambda_mode_and_aggregation(tmp_path):
     assert (agg / "results.csv").exists() and (agg / "results.parquet").exists()
     assert (agg / "figures" / "lambda_sweep_risk.png").exists()
     assert len(pd.read_parquet(agg / "results.parquet")) == 3
+
+
+def test_entry_module_and_pipeline_import_only_what_a_job_needs():
+    """A launcher's parent process imports confprune.run to compose and dispatch jobs: it must not
+    pay for torch, SciPy, pandas or matplotlib. A job without figures never imports matplotlib,
+    pandas or scipy.stats (each parallel worker would pay ~1.5 s for them)."""
+    code = (
+        "import sys, confprune.run\n"
+        "heavy = {'torch', 'scipy', 'pandas', 'matplotlib'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "import confprune.pipeline\n"
+        "drawn = {'pandas', 'matplotlib', 'scipy.stats'} & set(sys.modules)\n"
+        "assert not drawn, drawn\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_splits_csv_matches_the_pandas_format(tmp_path):
+    import numpy as np
+
+    from confprune.pipeline import write_splits_csv
+
+    cols = {
+        "split": np.arange(4),
+        "lambda_hat": np.array([0.89, np.nan, 0.1 + 0.2, 1 / 3]),
+        "cal_risk": np.array([0.0, 0.0033333333333333335, 1e-17, 0.5]),
+        "violated": np.array([True, False, False, True]),
+    }
+    write_splits_csv(tmp_path / "ours.csv", cols)
+    pd.DataFrame(cols).to_csv(tmp_path / "pandas.csv", index=False)
+    assert (tmp_path / "ours.csv").read_text() == (tmp_path / "pandas.csv").read_text()
+    back = pd.read_csv(tmp_path / "ours.csv")
+    assert back["violated"].dtype == bool and back["split"].dtype == np.int64
+    np.testing.assert_array_equal(back["lambda_hat"].to_numpy(), cols["lambda_hat"])  # exact, NaN included

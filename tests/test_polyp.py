@@ -135,7 +135,7 @@ def test_polyp_smoke_through_the_cli(tmp_path):
 
 
 def test_non_binary_seg_loss_with_binomial_is_refused(compose):
-    from confprune.run import check
+    from confprune.pipeline import check
     from confprune.schema import ConfigError
 
     for loss in ("seg_disagreement", "seg_miss"):

@@ -6,18 +6,21 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from .calibrate import Certification  # noqa: E402
 from .pruning import PruningFamily  # noqa: E402
 from .stats import SplitValidation  # noqa: E402
+
+if TYPE_CHECKING:  # pandas is imported where the sweep tables are built, not by every run
+    import pandas as pd
 
 # Paper size: one column ≈ 3.4 in; fonts stay readable when the PDF is scaled to it.
 plt.rcParams.update(
@@ -221,6 +224,8 @@ SUMMARY_COLUMNS = [
 
 def collect(sweep_dir: str | Path) -> pd.DataFrame:
     """One tidy row per finished job (a directory with summary.json) under ``sweep_dir``."""
+    import pandas as pd
+
     rows = []
     for summary_path in sorted(Path(sweep_dir).rglob("summary.json")):
         s = json.loads(summary_path.read_text())
@@ -258,6 +263,8 @@ def _panels(table: pd.DataFrame, by: str | None):
 
 def sweep_figures(table: pd.DataFrame, out_dir: Path) -> list[str]:
     """Figures of a multirun, drawn only where the swept axes make them meaningful."""
+    import pandas as pd
+
     made: list[str] = []
     series = _varying(table, ["model", "bound", "criterion", "scope", "fwer", "delta"])
     table = table.assign(_series=table[series].astype(str).agg(", ".join, axis=1) if series else "all")
@@ -339,6 +346,8 @@ def sweep_figures(table: pd.DataFrame, out_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import pandas as pd
+
     parser = argparse.ArgumentParser(description="Aggregate a run or multirun directory into one table.")
     parser.add_argument("sweep_dir", help="a multirun directory (or any folder holding job outputs)")
     parser.add_argument("--out", help="output folder (default: <sweep_dir>/aggregate)")

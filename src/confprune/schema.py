@@ -100,7 +100,7 @@ class SweepConfig:
     early_stop: bool = False
     device: str = "cpu"
     progress: bool = True
-    num_threads: int | None = None  # torch intra-op threads per job (set 1 with parallel launchers)
+    num_threads: int | None = None  # torch intra-op threads per job (None: torch's default; joblib caps it)
 
 
 @dataclass
