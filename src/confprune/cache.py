@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CACHE_VERSION = 1
 
@@ -43,3 +47,31 @@ def locked(path: str | Path) -> Iterator[None]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         yield
+
+
+def cached(
+    path: str | Path,
+    load: Callable[[Path], T],
+    compute: Callable[[], T],
+    save: Callable[[T, str], None],
+    what: str,
+    redo: str = "recomputing",
+    keep: Callable[[T], bool] = lambda value: True,
+) -> tuple[T, bool]:
+    """The entry at ``path``: ``load(path)`` under its lock, else ``compute()`` and, when
+    ``keep(value)``, ``save(value, tmp)`` written atomically. Returns (value, from_cache).
+
+    ``load`` raises on any defect (unreadable, wrong key, failed checksum): the entry is reported
+    as ``<what> cache entry … is corrupt or mismatched (…); <redo>`` and recomputed, never trusted.
+    """
+    path = Path(path)
+    with locked(path):
+        if path.exists():
+            try:
+                return load(path), True
+            except Exception as err:  # any defect: report and recompute
+                log.warning("%s cache entry %s is corrupt or mismatched (%s); %s", what, path, err, redo)
+        value = compute()
+        if keep(value):
+            atomic_write(path, lambda tmp: save(value, tmp))
+        return value, False

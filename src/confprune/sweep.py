@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .cache import atomic_write, content_key, locked
+from .cache import cached, content_key
 from .data import StreamingFingerprint
 from .losses import Loss
 from .pruning import PruningFamily
@@ -90,25 +90,20 @@ def cached_loss_table(
     and cached. Returns (table, from_cache). Only complete tables are cached; a corrupt entry is
     reported and recomputed."""
     key = content_key({"kind": "loss_table", **payload})
-    path = Path(cache_dir) / "loss_tables" / f"{key}.npz"
-    with locked(path):
-        if path.exists():
-            try:
-                table = LossTable.load(path, expected_key=key)
-                if table.complete:
-                    log.info("loaded cached loss table %s", path)
-                    return table, True
-            except Exception as err:  # any defect: report and recompute, never trust
-                log.warning("loss-table cache entry %s is corrupt or mismatched (%s); recomputing", path, err)
-        table = compute()
-        if table.complete:
 
-            def write(tmp: str) -> None:
-                with open(tmp, "wb") as fh:
-                    table.save(fh, key=key)
+    def load(path: Path) -> LossTable:
+        table = LossTable.load(path, expected_key=key)
+        if not table.complete:
+            raise ValueError("incomplete table")
+        log.info("loaded cached loss table %s", path)
+        return table
 
-            atomic_write(path, write)
-        return table, False
+    def save(table: LossTable, tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            table.save(fh, key=key)
+
+    return cached(Path(cache_dir) / "loss_tables" / f"{key}.npz", load, compute, save, "loss-table",
+                  keep=lambda table: table.complete)
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import atomic_write, content_key, locked
+from .cache import atomic_write, cached, content_key
 from .data import TaskData
 from .models import build_model
 from .pruning.trajectory import WelfordTracker
@@ -127,19 +127,19 @@ def cached_dense_metrics(
         {"kind": "dense_metrics", "model_key": model_key, "pool": data.pool_fingerprint(), "task": data.task,
          "device": torch.device(device).type}
     )
-    path = Path(cache_dir) / "dense_metrics" / f"{key}.json"
-    with locked(path):
-        try:
-            entry = json.loads(path.read_text())
-            if entry.get("key") == key:
-                return {k: float(v) for k, v in entry["metrics"].items()}, True
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, AttributeError, KeyError, TypeError) as err:
-            log.warning("dense-metrics cache entry %s is unreadable (%s); recomputing", path, err)
-        metrics = dense_metrics(model, data.pool_inputs.to(device), data.pool_targets.to(device), data.task, batch_size)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps({"key": key, "metrics": metrics})))
-    return metrics, False
+
+    def load(path: Path) -> dict[str, float]:
+        entry = json.loads(path.read_text())
+        if entry.get("key") != key:
+            raise ValueError(f"cache key mismatch: file says {entry.get('key')!r}, expected {key!r}")
+        return {k: float(v) for k, v in entry["metrics"].items()}
+
+    return cached(
+        Path(cache_dir) / "dense_metrics" / f"{key}.json", load,
+        lambda: dense_metrics(model, data.pool_inputs.to(device), data.pool_targets.to(device), data.task, batch_size),
+        lambda metrics, tmp: Path(tmp).write_text(json.dumps({"key": key, "metrics": metrics})),
+        "dense-metrics",
+    )
 
 
 def train_model(
@@ -231,19 +231,20 @@ def train_or_load(
 ) -> TrainedModel:
     key = cache_key(model_cfg, dataset_cfg, trainer_cfg, seed)
     path = Path(cache_dir) / "models" / f"{model_cfg['name']}-{key}.pt"
-    with locked(path):
-        torch.manual_seed(seed)
-        model = build_model(model_cfg)
-        if path.exists():
-            try:
-                meta, trajectory = _load_checkpoint(path, model, key)
-                model.eval()
-                log.info("loaded cached model %s", path)
-                return TrainedModel(model, key, path, True, 0.0, meta, trajectory)
-            except Exception as err:  # any defect: report and retrain, never trust
-                log.warning("cache entry %s is corrupt or mismatched (%s); retraining", path, err)
-                torch.manual_seed(seed)
-                model = build_model(model_cfg)
+
+    def fresh_model() -> nn.Module:
+        torch.manual_seed(seed)  # the same initial weights whether the entry loads or not
+        return build_model(model_cfg)
+
+    def load(path: Path) -> TrainedModel:
+        model = fresh_model()
+        meta, trajectory = _load_checkpoint(path, model, key)
+        model.eval()
+        log.info("loaded cached model %s", path)
+        return TrainedModel(model, key, path, True, 0.0, meta, trajectory)
+
+    def train() -> TrainedModel:
+        model = fresh_model()
         start = time.perf_counter()
         stats, trajectory = train_model(model, data, trainer_cfg, seed, progress)
         seconds = time.perf_counter() - start
@@ -255,6 +256,10 @@ def train_or_load(
             "checksum": state_dict_checksum(model.state_dict()),
             **stats,
         }
-        atomic_torch_save({"state_dict": model.state_dict(), "meta": meta, "trajectory": trajectory}, path)
-        log.info("trained %s in %.1fs; cached at %s", model_cfg["name"], seconds, path)
+        log.info("trained %s in %.1fs; caching at %s", model_cfg["name"], seconds, path)
         return TrainedModel(model, key, path, False, seconds, meta, trajectory)
+
+    def save(trained: TrainedModel, tmp: str) -> None:
+        torch.save({"state_dict": trained.model.state_dict(), "meta": trained.meta, "trajectory": trained.trajectory}, tmp)
+
+    return cached(path, load, train, save, "model", redo="retraining")[0]
