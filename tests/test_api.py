@@ -44,7 +44,7 @@ def test_certify_tensors_and_dataloader_agree(toy):
     b = confprune.certify(model, loader, alpha=0.1, delta=0.1, lambdas=GRID)
     assert a.certified and a.lambda_hat == b.lambda_hat and a.sparsity == b.sparsity
     np.testing.assert_array_equal(a.p_values, b.p_values)
-    assert a.certification.calibration.bound == "binomial"  # auto: the 0-1 loss is binary
+    assert a.calibration.bound == "binomial"  # auto: the 0-1 loss is binary
     assert "lambda_hat=" in repr(a) and "sparsity=" in repr(a)
     # The pruned model really is pruned and its calibration risk is the certified one.
     pruned = a.pruned_model
@@ -70,7 +70,7 @@ def test_custom_callable_loss(toy):
         return (dense.softmax(1).gather(1, k) - pruned.softmax(1).gather(1, k)).clamp(0, 1).squeeze(1)
 
     res = confprune.certify(model, (x, y), loss=prob_drop, alpha=0.05, delta=0.1, lambdas=GRID)
-    assert res.certification.calibration.bound == "hb"  # auto: fractional losses get HB
+    assert res.calibration.bound == "hb"  # auto: fractional losses get HB
     assert res.loss.name == "custom:prob_drop"
 
 

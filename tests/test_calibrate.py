@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from confprune.calibrate import FixedSequenceStop, certify_table, deployment_indices
-from confprune.stats import draw_splits, validate_splits
+from confprune.calibrate import FixedSequenceStop, deployment_indices
+from confprune.stats import calibrate, draw_splits, validate_splits
 
 
 def nested_table(g=30, n=3000, seed=0):
@@ -39,13 +39,23 @@ def test_early_stop_truncation_changes_nothing(bound):
     cut = validate_splits(losses[:rows], sp, alpha=0.1, delta=0.1, bound=bound)
     np.testing.assert_array_equal(full.lambda_index, cut.lambda_index)
     np.testing.assert_array_equal(full.test_risk, cut.test_risk)
-    a = certify_table(losses, r, r, dep, alpha=0.1, delta=0.1, bound=bound)
-    b = certify_table(losses[:rows], r, r[:rows], dep, alpha=0.1, delta=0.1, bound=bound)
-    assert a.lambda_index == b.lambda_index and a.lambda_hat == b.lambda_hat
+    a = calibrate(losses[:, dep], alpha=0.1, delta=0.1, bound=bound, order_seed=None)
+    b = calibrate(losses[:rows][:, dep], alpha=0.1, delta=0.1, bound=bound, order_seed=None)
+    assert a.lambda_index == b.lambda_index
 
 
 def test_certification_reports_nothing_certified_explicitly():
-    losses = np.ones((5, 100), dtype=np.float32)
+    from torch import nn
+
+    from confprune.api import certify_from_table
+    from confprune.losses import make_loss
+    from confprune.pruning import build_family
+    from confprune.sweep import LossTable
+
+    model = nn.Linear(3, 2)
     grid = np.linspace(0, 0.4, 5)
-    cert = certify_table(losses, grid, grid, np.arange(80), alpha=0.1, delta=0.1, bound="binomial")
-    assert not cert.certified and cert.lambda_hat is None and cert.sparsity_hat is None and cert.cal_risk is None
+    table = LossTable(grid=grid, losses=np.ones((5, 100), dtype=np.float32), sparsity=grid)
+    res = certify_from_table(model, build_family(model), table, make_loss("label_01"), alpha=0.1, delta=0.1,
+                             bound="binomial", calibration_indices=np.arange(80))
+    assert not res.certified and res.lambda_hat is None and res.sparsity is None and res.cal_risk is None
+    assert res.pruned_model is None and res.certificate["certified"] is False

@@ -67,7 +67,16 @@ def test_default_is_the_paper_setting(compose):
         ("calibration.n_splits=0", "calibration.n_splits", "integer ≥ 1"),
         ("loss=tv_distance", "bound.name", "non-binary loss 'tv_distance'"),
         ("fwer=holm sweep.early_stop=true", "sweep.early_stop", "fixed_sequence"),
-        ("loss.tau=2", "loss.tau", "open interval"),
+        ("loss=selective loss.tau=2", "loss.tau", "open interval"),
+        ("+loss.tau=0.5", "loss.tau", "keyword arguments of loss 'label_01': no options"),
+        ("+dataset.pool_limt=5", "dataset.pool_limt", "pool_limit"),
+        ("+model.chanels=[8,16]", "model.chanels", "channels"),
+        ("model.hidden=big", "model.hidden", "int"),
+        ("fwer=multistart fwer.n_starts=0", "fwer.n_starts", "integer ≥ 1"),
+        ("+fwer.n_start=3", "fwer.n_start", "keyword arguments of fwer 'fixed_sequence'"),
+        ("pruning=mu +pruning.epz=0.1", "pruning.epz", "eps"),
+        ("pruning.scope=layer", "pruning.scope", "global, layerwise"),
+        ("pruning.criterion=magnitud", "pruning.criterion", "magnitude"),
     ],
 )
 def test_invalid_values_name_key_value_and_allowed(compose, override, key, allowed):

@@ -53,7 +53,7 @@ def test_mu_scores_by_hand():
     snaps = random_snapshots(model)
     state = record_trajectory(model, snaps)  # the model now holds the last snapshot (w_T)
     pool = prunable_parameters(model)
-    scores = CRITERIA["mu"](model, pool, ScoreContext(options={"eps": 1e-8}, trajectory=state))
+    scores = CRITERIA["mu"](model, pool, ScoreContext(trajectory=state), eps=1e-8)
     for name, w in pool.items():
         sd = np.stack([s[name].numpy() for s in snaps]).std(0, ddof=1)
         np.testing.assert_allclose(scores[name].numpy(), np.abs(w.detach().numpy()) / (sd + 1e-8), rtol=1e-4)
@@ -72,8 +72,8 @@ def test_mu_is_scale_invariant_and_magnitude_is_not():
     traj_a, traj_b = record_trajectory(a, snaps), record_trajectory(b, scaled_snaps)
     x = torch.randn(16, 4)
     torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
-    mu_a = build_family(a, criterion="mu", trajectory=traj_a, options={"eps": 0.0})
-    mu_b = build_family(b, criterion="mu", trajectory=traj_b, options={"eps": 0.0})
+    mu_a = build_family(a, criterion="mu", trajectory=traj_a, eps=0.0)
+    mu_b = build_family(b, criterion="mu", trajectory=traj_b, eps=0.0)
     mag_a, mag_b = build_family(a), build_family(b)
     for lam in (0.2, 0.5, 0.8):
         ma, mb = mu_a.masks(lam), mu_b.masks(lam)
@@ -149,17 +149,18 @@ def test_sipp_batch_comes_from_training_data_never_the_pool(compose, tmp_path, m
     seen = {}
     original = pruning_pkg.CRITERIA["sipp"]
 
-    def spy(model, pool, ctx):
-        seen["x"] = ctx.score_inputs.clone()
-        return original(model, pool, ctx)
+    def spy(model, pool, ctx, *, batch_size=None):
+        scores = original(model, pool, ctx, batch_size=batch_size)
+        seen["x"] = ctx.score_inputs.clone()  # the batch the criterion drew
+        return scores
 
     monkeypatch.setitem(pruning_pkg.CRITERIA, "sipp", spy)
     _, cfg = compose(["experiment=mnist_smoke", "pruning=sipp", "figures=false", "export=false",
-                      "pruning.options.batch_size=64"], tmp_path)
-    s = run(cfg, tmp_path)
+                      "pruning.batch_size=64"], tmp_path)
+    s = run(cfg, tmp_path).summary
     data = load_dataset(cfg.dataset)
     rows = {r.numpy().tobytes() for r in seen["x"]}
-    assert len(seen["x"]) == 64 and s["score_inputs"]["source"] == "training set"
+    assert len(seen["x"]) == 64 and s.score_inputs["source"] == "training set"
     assert rows <= {r.numpy().tobytes() for r in data.train_inputs}
     assert not rows & {r.numpy().tobytes() for r in data.pool_inputs}
 
@@ -170,10 +171,10 @@ def test_coverage_holds_for_every_criterion(compose, tmp_path, criterion):
     from confprune.pipeline import run
 
     _, cfg = compose(["experiment=mnist_smoke", f"pruning={criterion}", "figures=false", "export=false"], tmp_path)
-    s = run(cfg, tmp_path)
-    tol = 3 * np.sqrt(s["delta"] * (1 - s["delta"]) / s["n_splits"])  # binomial MC error over splits
-    assert s["iid_coverage"] >= 1 - s["delta"] - tol
-    assert s["coverage"] >= 1 - s["delta"] - tol
+    s = run(cfg, tmp_path).summary
+    tol = 3 * np.sqrt(s.delta * (1 - s.delta) / s.n_splits)  # binomial MC error over splits
+    assert s.iid_coverage >= 1 - s.delta - tol
+    assert s.coverage >= 1 - s.delta - tol
 
 
 def hybrid_family(seed=0, delta_failure=1e-16):
@@ -181,7 +182,7 @@ def hybrid_family(seed=0, delta_failure=1e-16):
     model = nn.Sequential(nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 3))
     x = torch.rand(40, 12)
     return model, build_family(model, criterion="sipp_hybrid", include_bias=False, seed=seed, score_inputs=x,
-                               options={"delta_failure": delta_failure})
+                               delta_failure=delta_failure)
 
 
 def test_hybrid_sampling_is_unbiased():
@@ -209,7 +210,7 @@ def test_hybrid_samples_on_the_mnist_cnn_shapes():
     torch.manual_seed(0)
     model = MnistCNN()
     x = torch.rand(32, 1, 28, 28)
-    loose = build_family(model, criterion="sipp_hybrid", include_bias=False, score_inputs=x, options={"delta_failure": 1e-3})
+    loose = build_family(model, criterion="sipp_hybrid", include_bias=False, score_inputs=x, delta_failure=1e-3)
     loose.factors(0.9)
     assert 0 < loose.sampled_fraction[0.9] < 1
     strict = build_family(model, criterion="sipp_hybrid", include_bias=False, score_inputs=x)

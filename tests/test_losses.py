@@ -43,3 +43,27 @@ def test_tv_distance_in_unit_interval_and_zero_when_identical():
 def test_unknown_loss():
     with pytest.raises(ValueError, match="allowed: label_01"):
         make_loss("label01")
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_registered_loss_keeps_its_stated_facts(name):
+    # The registry's facts are what the bounds, the config check and the verifier rely on:
+    # values in [0, 1] with one per sample; binary → values in {0, 1}; reads_dense=False → the
+    # dense output is never read; labeled=False → the target is never read.
+    spec = LOSSES[name]
+    g = torch.Generator().manual_seed(0)
+    if spec.task == "segmentation":
+        dense, pruned = torch.randn(6, 1, 8, 8, generator=g), torch.randn(6, 1, 8, 8, generator=g)
+        target = (torch.rand(6, 1, 8, 8, generator=g) > 0.5).float()
+    else:
+        dense, pruned = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+        target = torch.randint(0, 4, (6,), generator=g)
+    loss = make_loss(name)
+    values = loss(dense, pruned, target)
+    assert values.shape == (6,) and bool(((values >= 0) & (values <= 1)).all())
+    if spec.binary:
+        assert set(values.tolist()) <= {0.0, 1.0}
+    if not spec.reads_dense:
+        assert torch.equal(loss(torch.full_like(dense, float("nan")), pruned, target), values)
+    if not spec.labeled:
+        assert torch.equal(loss(dense, pruned, None), values)

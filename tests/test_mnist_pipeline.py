@@ -15,9 +15,10 @@ import torch
 
 from confprune.data.mnist import FILES, ensure_mnist, read_idx, write_idx
 from confprune.data.mnist import _check_files as m_check
+from confprune.forward import forward_batched
 from confprune.losses import make_loss
 from confprune.models import build_model
-from confprune.sweep import forward_batched
+from confprune.record import SPLIT_COLUMNS, read_splits, read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -101,16 +102,18 @@ def test_cli_run_writes_documented_outputs(smoke_dir):
         assert (smoke_dir / name).is_file(), name
     for fig in ("risk_vs_lambda", "test_risk_hist", "lambda_hat_hist", "first_layer_heatmap"):
         assert (smoke_dir / "figures" / f"{fig}.png").is_file() and (smoke_dir / "figures" / f"{fig}.pdf").is_file()
-    s = json.loads((smoke_dir / "summary.json").read_text())
+    raw = json.loads((smoke_dir / "summary.json").read_text())
     for key in ("experiment", "model", "dataset", "loss", "bound", "fwer", "criterion", "alpha", "delta",
                 "n_cal", "n_test", "n_splits", "grid", "dense", "lambda_hat", "sparsity_hat", "coverage",
                 "coverage_ci", "violations", "timing"):
-        assert key in s, key
-    assert s["dense"]["accuracy"] > 0.93
-    splits = pd.read_csv(smoke_dir / "splits.csv")
-    assert list(splits.columns) == ["split", "lambda_hat", "sparsity_hat", "cal_risk", "test_risk", "violated", "certified"]
-    assert len(splits) == s["n_splits"] == 200
-    assert s["violations"] == int(splits["violated"].sum())
+        assert key in raw, key  # design.md's documented keys
+    s = read_summary(smoke_dir)
+    assert s.to_dict() == raw  # the typed record round-trips the file
+    assert s.dense["accuracy"] > 0.93
+    splits = pd.read_csv(smoke_dir / "splits.csv")  # pandas reads what the record writes
+    assert list(splits.columns) == list(SPLIT_COLUMNS)
+    assert len(splits) == s.n_splits == 200
+    assert s.violations == int(splits["violated"].sum()) == int(read_splits(smoke_dir)["violated"].sum())
     with np.load(smoke_dir / "losses.npz") as z:
         assert z["losses"].shape == (20, 2000) and z["lambdas"].shape == (20,) and z["sparsity"].shape == (20,)
         assert set(np.unique(z["losses"])) <= {0.0, 1.0}
@@ -120,13 +123,13 @@ def test_cli_run_writes_documented_outputs(smoke_dir):
 def test_coverage_at_least_one_minus_delta(smoke_dir):
     # Violation frequency over S splits, each a Bernoulli with P ≤ δ (the LTT guarantee, up to the
     # finite test set's noise). Tolerance: 3 binomial standard errors, sqrt(δ(1−δ)/S).
-    s = json.loads((smoke_dir / "summary.json").read_text())
-    tol = 3 * np.sqrt(s["delta"] * (1 - s["delta"]) / s["n_splits"])
-    assert s["coverage"] >= 1 - s["delta"] - tol
-    assert s["pool_coverage"] >= 1 - s["delta"] - tol
+    s = read_summary(smoke_dir)
+    tol = 3 * np.sqrt(s.delta * (1 - s.delta) / s.n_splits)
+    assert s.coverage >= 1 - s.delta - tol
+    assert s.pool_coverage >= 1 - s.delta - tol
     # The exact check: i.i.d. calibration draws from the pool, scored against the pool risk.
-    assert s["iid_coverage"] >= 1 - s["delta"] - tol
-    assert s["certified_fraction"] > 0.5  # and the guarantee is not met by certifying nothing
+    assert s.iid_coverage >= 1 - s.delta - tol
+    assert s.certified_fraction > 0.5  # and the guarantee is not met by certifying nothing
 
 
 def test_export_round_trip_reproduces_certified_risk(smoke_dir):
@@ -168,12 +171,12 @@ def test_cached_model_is_reused_and_results_reproduce(smoke_dir, compose, tmp_pa
     from confprune.pipeline import run
 
     _, cfg = compose(["experiment=mnist_smoke", "figures=false"], tmp_path)
-    s = run(cfg, tmp_path)
-    assert s["model_from_cache"] is True and s["timing"]["train_s"] == 0.0
-    assert s["loss_table_from_cache"] is True  # α, bound or FWER changes never re-run the network
-    assert s["dense_metrics_from_cache"] is True
-    assert s["dense"] == json.loads((smoke_dir / "summary.json").read_text())["dense"]
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "splits.csv"), pd.read_csv(smoke_dir / "splits.csv"))
+    s = run(cfg, tmp_path).summary
+    assert s.model_from_cache is True and s.timing["train_s"] == 0.0
+    assert s.loss_table_from_cache is True  # α, bound or FWER changes never re-run the network
+    assert s.dense_metrics_from_cache is True
+    assert s.dense == read_summary(smoke_dir).dense
+    assert (tmp_path / "splits.csv").read_bytes() == (smoke_dir / "splits.csv").read_bytes()
     with np.load(tmp_path / "losses.npz") as a, np.load(smoke_dir / "losses.npz") as b:
         np.testing.assert_array_equal(a["losses"], b["losses"])
 
@@ -192,8 +195,8 @@ def test_corrupt_cache_is_retrained_not_trusted(smoke_dir, compose, tmp_path, ca
         table.write_bytes(b"not an npz file")
     _, cfg = compose(["experiment=mnist_smoke", "figures=false"], tmp_path)
     with caplog.at_level("WARNING"):
-        s = run(cfg, tmp_path)
-    assert s["model_from_cache"] is False and s["loss_table_from_cache"] is False
+        s = run(cfg, tmp_path).summary
+    assert s.model_from_cache is False and s.loss_table_from_cache is False
     messages = [r.message for r in caplog.records]
     assert any("cache entry" in m and "corrupt or mismatched" in m and "retraining" in m for m in messages)
     assert any("loss-table cache entry" in m and "recomputing" in m for m in messages)
@@ -213,10 +216,10 @@ def test_early_stop_gives_identical_results(smoke_dir, compose, tmp_path):
               "calibration.grid.stop=0.99", "calibration.grid.num=34"]
     _, cfg = compose([*common, "sweep.early_stop=true"], tmp_path / "early")
     _, full = compose(common, tmp_path / "full")
-    a, b = run(cfg, tmp_path / "early"), run(full, tmp_path / "full")
-    assert a["grid"]["evaluated"] < b["grid"]["evaluated"]
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "early" / "splits.csv"), pd.read_csv(tmp_path / "full" / "splits.csv"))
-    assert a["lambda_hat"] == b["lambda_hat"]
+    a, b = run(cfg, tmp_path / "early").summary, run(full, tmp_path / "full").summary
+    assert a.grid.evaluated < b.grid.evaluated
+    assert (tmp_path / "early" / "splits.csv").read_bytes() == (tmp_path / "full" / "splits.csv").read_bytes()
+    assert a.lambda_hat == b.lambda_hat
 
 
 def test_notebook_executes_on_the_smoke_run(smoke_dir, monkeypatch):

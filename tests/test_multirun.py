@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pandas as pd
 import pytest
 
 from confprune.figures import collect
+from confprune.record import RunSummary, read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -25,8 +25,8 @@ def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return proc
 
 
-def summaries(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/summary.json"))}
+def summaries(sweep_dir: Path) -> dict[str, RunSummary]:
+    return {p.parent.name: read_summary(p) for p in sorted(sweep_dir.glob("*/summary.json"))}
 
 
 def test_resume_skips_finished_jobs_and_redoes_dead_ones(tmp_path):
@@ -44,7 +44,7 @@ def test_resume_skips_finished_jobs_and_redoes_dead_ones(tmp_path):
     assert sorted(second) == ["0", "1", "2"]
     for job in ("0", "1", "2"):  # identical results, the redone job included
         for key in ("lambda_hat", "sparsity_hat", "coverage", "iid_coverage", "config_hash"):
-            assert second[job][key] == first[job][key], (job, key)
+            assert getattr(second[job], key) == getattr(first[job], key), (job, key)
 
 
 def test_refuses_to_overwrite_a_different_run(tmp_path):
@@ -53,7 +53,7 @@ def test_refuses_to_overwrite_a_different_run(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "confprune.run", *SMOKE, "calibration.alpha=0.2", f"hydra.run.dir={run_dir}"],
                           capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=600)
     assert proc.returncode != 0 and "config_hash" in proc.stderr
-    assert json.loads((run_dir / "summary.json").read_text())["alpha"] == 0.1  # the finished run is intact
+    assert read_summary(run_dir).alpha == 0.1  # the finished run is intact
 
 
 @pytest.mark.parametrize("launcher", ["local_parallel", "submitit_local"])
@@ -62,10 +62,10 @@ def test_parallel_and_submitit_launchers(tmp_path, launcher):
     extra = ["hydra.launcher.timeout_min=10"] if launcher == "submitit_local" else []
     cli("-m", *SMOKE, "bound=binomial,hb", f"hydra/launcher={launcher}", *extra, f"hydra.sweep.dir={sweep}")
     got = summaries(sweep)
-    assert sorted(s["bound"] for s in got.values()) == ["binomial", "hb"]
+    assert sorted(s.bound for s in got.values()) == ["binomial", "hb"]
     # Both jobs share one model and one loss table: equal certified λ̂ would need equal bounds,
     # but the dense risk (from the shared table) must agree exactly.
-    assert len({s["dense_risk"] for s in got.values()}) == 1
+    assert len({s.dense_risk for s in got.values()}) == 1
 
 
 def test_single_lambda_mode_and_aggregation(tmp_path):
@@ -101,7 +101,7 @@ def test_entry_module_and_pipeline_import_only_what_a_job_needs():
 def test_splits_csv_matches_the_pandas_format(tmp_path):
     import numpy as np
 
-    from confprune.pipeline import write_splits_csv
+    from confprune.record import read_splits, write_splits
 
     cols = {
         "split": np.arange(4),
@@ -109,9 +109,12 @@ def test_splits_csv_matches_the_pandas_format(tmp_path):
         "cal_risk": np.array([0.0, 0.0033333333333333335, 1e-17, 0.5]),
         "violated": np.array([True, False, False, True]),
     }
-    write_splits_csv(tmp_path / "ours.csv", cols)
+    write_splits(tmp_path / "ours.csv", cols)
     pd.DataFrame(cols).to_csv(tmp_path / "pandas.csv", index=False)
     assert (tmp_path / "ours.csv").read_text() == (tmp_path / "pandas.csv").read_text()
     back = pd.read_csv(tmp_path / "ours.csv")
     assert back["violated"].dtype == bool and back["split"].dtype == np.int64
+    ours = read_splits(tmp_path / "ours.csv")  # the record's own reader: the same columns, exactly
+    for name, values in cols.items():
+        np.testing.assert_array_equal(ours[name], values)
     np.testing.assert_array_equal(back["lambda_hat"].to_numpy(), cols["lambda_hat"])  # exact, NaN included

@@ -23,6 +23,7 @@ from confprune.data.polyp import (
     make_augment,
 )
 from confprune.losses import make_loss
+from confprune.record import read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,10 +116,10 @@ def test_polyp_smoke_through_the_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "confprune.run", "experiment=polyp_smoke", f"hydra.run.dir={out}"],
                           capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    s = json.loads((out / "summary.json").read_text())
+    s = read_summary(out)
     cert = json.loads((out / "certificate.json").read_text())
-    assert s["synthetic_data"] is True and cert["data"]["synthetic"] is True and "SYNTHETIC" in cert["data"]["description"]
-    assert s["dense"]["dice"] > 0.5
+    assert s.synthetic_data is True and cert["data"]["synthetic"] is True and "SYNTHETIC" in cert["data"]["description"]
+    assert s.dense["dice"] > 0.5
     assert (out / "figures" / "mask_panel.png").exists()
     # pruning pool: conv weights and biases; BatchNorm parameters excluded by default
     from confprune.models import build_model
@@ -129,9 +130,9 @@ def test_polyp_smoke_through_the_cli(tmp_path):
     pool = set(cert["pruning"]["pool_parameters"])
     assert bn and not (pool & bn) and "head.weight" in pool and "down.0.0.bias" in pool
     # coverage within 3 binomial standard errors of 1 − δ over the splits (as for MNIST)
-    tol = 3 * np.sqrt(s["delta"] * (1 - s["delta"]) / s["n_splits"])
-    assert s["iid_coverage"] >= 1 - s["delta"] - tol and s["coverage"] >= 1 - s["delta"] - tol
-    assert s["certified_fraction"] > 0.5
+    tol = 3 * np.sqrt(s.delta * (1 - s.delta) / s.n_splits)
+    assert s.iid_coverage >= 1 - s.delta - tol and s.coverage >= 1 - s.delta - tol
+    assert s.certified_fraction > 0.5
 
 
 def test_non_binary_seg_loss_with_binomial_is_refused(compose):

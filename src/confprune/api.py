@@ -21,11 +21,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .calibrate import Certification, certify_table
+from .errors import OptionError
 from .export import build_certificate, pruned_state_dict, save_export
 from .losses import LOSSES, Loss, make_loss
 from .pruning import PruningFamily, build_family
-from .stats import BOUNDS, FWERS, is_binary
+from .stats import (
+    BOUNDS,
+    NOT_CERTIFIED,
+    Calibration,
+    FwerProcedure,
+    calibrate,
+    is_binary,
+    make_fwer,
+)
 from .sweep import LossTable, compute_loss_table
 
 DEFAULT_LAMBDAS = tuple(round(0.01 * i, 2) for i in range(100))  # the paper's grid 0.00 … 0.99
@@ -33,58 +41,70 @@ DEFAULT_LAMBDAS = tuple(round(0.01 * i, 2) for i in range(100))  # the paper's g
 LossLike = str | Loss | Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def resolve_loss(loss: LossLike, tau: float = 0.5) -> Loss:
-    """A registered loss by name, a :class:`Loss`, or any callable (dense, pruned, target) → (N,)
-    values in [0, 1] (checked on every batch during the sweep)."""
+def resolve_loss(loss: LossLike) -> Loss:
+    """A registered loss by name, a :class:`Loss` (e.g. ``make_loss("selective", tau=0.8)``), or
+    any callable (dense, pruned, target) → (N,) values in [0, 1] (checked on every batch)."""
     if isinstance(loss, Loss):
         return loss
     if isinstance(loss, str):
         if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)} or a callable")
-        return make_loss(loss, tau)
+            raise OptionError("loss", loss, f"one of {', '.join(LOSSES)}, a Loss or a callable")
+        return make_loss(loss)
     if callable(loss):
         name = getattr(loss, "__name__", type(loss).__name__)
         # Whether it is binary is read off the loss table; labels are passed when the data has them.
         return Loss(name=f"custom:{name}", fn=loss, binary=False, labeled=False, task="custom")
-    raise TypeError(f"loss must be a name, a Loss or a callable; got {type(loss).__name__}")
+    raise OptionError("loss", loss, "a name, a Loss or a callable")
 
 
 @dataclass
 class CertifiedPruning:
-    """The result of a certification: λ̂, its sparsity and p-values, the pruned model, the claim."""
+    """The result of a certification: λ̂, its sparsity and p-values, the pruned model, the claim.
 
-    certification: Certification
+    ``calibration`` is the LTT result on the calibration columns ``calibration_indices`` of
+    ``loss_table`` (shape (G', N)); ``lambdas`` is the full grid fixed in advance (G,).
+    """
+
+    calibration: Calibration
     family: PruningFamily
     dense_model: nn.Module
     loss: Loss
     loss_table: LossTable
+    calibration_indices: np.ndarray
     certificate: dict[str, Any]
     pruned_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def certified(self) -> bool:
-        return self.certification.certified
+        return self.calibration.certified
+
+    @property
+    def lambda_index(self) -> int:
+        """Index of λ̂ in the grid, or NOT_CERTIFIED (−1)."""
+        return self.calibration.lambda_index
 
     @property
     def lambda_hat(self) -> float | None:
-        return self.certification.lambda_hat
+        return float(self.lambdas[self.lambda_index]) if self.certified else None
 
     @property
     def sparsity(self) -> float | None:
         """Fraction of the pruning pool removed at λ̂ (exact)."""
-        return self.certification.sparsity_hat
+        return float(self.loss_table.sparsity[self.lambda_index]) if self.certified else None
 
     @property
     def p_values(self) -> np.ndarray:
-        return self.certification.calibration.p_values
+        """(G',) p-values of the evaluated grid points."""
+        return self.calibration.p_values
 
     @property
     def lambdas(self) -> np.ndarray:
-        return self.certification.grid
+        """(G,) the grid fixed in advance."""
+        return self.loss_table.grid
 
     @property
     def cal_risk(self) -> float | None:
-        return self.certification.cal_risk
+        return float(self.calibration.risk[self.lambda_index]) if self.certified else None
 
     @property
     def pruned_model(self) -> nn.Module | None:
@@ -100,7 +120,7 @@ class CertifiedPruning:
         return save_export(directory, self.certificate, self.pruned_state)
 
     def __repr__(self) -> str:
-        cal = self.certification.calibration
+        cal = self.calibration
         head = (
             f"CertifiedPruning(loss={self.loss.name}, alpha={cal.alpha:g}, delta={cal.delta:g}, "
             f"bound={cal.bound}, fwer={cal.fwer}, n={cal.n}, criterion={self.family.criterion}/{self.family.scope}"
@@ -114,11 +134,6 @@ class CertifiedPruning:
         )
 
 
-def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
-
-
 def certify_from_table(
     model: nn.Module,
     family: PruningFamily,
@@ -128,33 +143,39 @@ def certify_from_table(
     alpha: float,
     delta: float,
     bound: str = "auto",
-    fwer: str = "fixed_sequence",
-    n_starts: int = 4,
+    fwer: str | FwerProcedure = "fixed_sequence",
     calibration_indices: np.ndarray | None = None,
     data_info: Mapping[str, Any] | None = None,
     model_info: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> CertifiedPruning:
-    """LTT on the calibration columns of a computed loss table; builds the pruned model and the
-    certificate. ``calibration_indices`` (default: every column, in order) are recorded in it."""
+    """LTT on the calibration columns of a computed loss table (shape (G', N)); builds the pruned
+    model and the certificate. ``calibration_indices`` (default: every column, in order) are
+    recorded in it; their order is the one sequential bounds (WSR) use. ``fwer``: a name or a
+    procedure object (e.g. ``MultiStartFixedSequence(n_starts=8)``).
+
+    Rows beyond G' (not evaluated because the sweep stopped early) count as not rejected; with
+    fixed-sequence testing that changes nothing, since testing had already stopped there.
+    """
     n = table.losses.shape[1]
     cal_idx = np.arange(n) if calibration_indices is None else np.asarray(calibration_indices)
     if bound == "auto":
         bound = "binomial" if is_binary(table.losses[:, cal_idx]) else "hb"
-    cert = certify_table(
-        table.losses, table.grid, table.sparsity, cal_idx, alpha=alpha, delta=delta, bound=bound,
-        fwer=fwer, n_starts=n_starts,
-    )
-    pruned = pruned_state_dict(model, family, cert.lambda_hat) if cert.certified else None
+    calibration = calibrate(table.losses[:, cal_idx], alpha=alpha, delta=delta, bound=bound, fwer=make_fwer(fwer),
+                            order_seed=None)
+    certified = calibration.lambda_index != NOT_CERTIFIED
+    lam = float(table.grid[calibration.lambda_index]) if certified else None
+    pruned = pruned_state_dict(model, family, lam) if lam is not None else None
     info = {"data_fingerprint": table.data_fingerprint, "points": n, **dict(data_info or {})}
     if calibration_indices is None:  # every point, in order: the calibration set is the data
         info.setdefault("calibration_fingerprint", table.data_fingerprint)
     certificate = build_certificate(
-        cert, family=family, model=model, pruned=pruned,
+        calibration, grid=table.grid, sparsity=table.sparsity, cal_indices=cal_idx, family=family, model=model,
+        pruned=pruned,
         loss={"name": loss.name, "binary": bool(is_binary(table.losses)), "labeled": loss.labeled, **loss.params},
         data=info, model_info={"class": type(model).__name__, **dict(model_info or {})}, extra=extra,
     )
-    return CertifiedPruning(cert, family, model, loss, table, certificate, pruned)
+    return CertifiedPruning(calibration, family, model, loss, table, cal_idx, certificate, pruned)
 
 
 def certify(
@@ -165,14 +186,12 @@ def certify(
     alpha: float = 0.05,
     delta: float = 0.1,
     bound: str = "auto",
-    fwer: str = "fixed_sequence",
+    fwer: str | FwerProcedure = "fixed_sequence",
     criterion: str = "magnitude",
     scope: str = "global",
     include_bias: bool = True,
     include_norm: bool = True,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
-    tau: float = 0.5,
-    n_starts: int = 4,
     batch_size: int = 500,
     seed: int = 0,
     score_inputs: torch.Tensor | None = None,
@@ -189,34 +208,35 @@ def certify(
         a tensor of inputs, or a tuple ``(inputs, targets)``. Must be exchangeable with the data the
         model will see, and must not have been used to train the model or pick the criterion.
     loss : ``"label_01"``, ``"disagreement"`` (no labels needed), ``"selective"``, ``"tv_distance"``,
-        or a callable ``(dense_out, pruned_out, target) -> (N,)`` tensor in [0, 1].
+        a :class:`~confprune.losses.Loss` with options (``make_loss("selective", tau=0.8)``), or a
+        callable ``(dense_out, pruned_out, target) -> (N,)`` tensor in [0, 1].
     alpha, delta : risk level and error budget: P(risk(λ̂) ≤ alpha) ≥ 1 − delta.
     bound : ``"auto"`` (binomial for binary losses, else Hoeffding–Bentkus), or one of
         binomial, hoeffding, bentkus, hb, wsr.
-    fwer : fixed_sequence (default), bonferroni, holm, multistart.
-    criterion, scope, include_bias, include_norm : the pruning family (fixed before calibration):
-        magnitude, random, mu (needs ``trajectory``: Welford statistics from training, see
-        ``confprune.pruning.trajectory.WelfordTracker``), sipp (needs ``score_inputs``: a batch of
-        *training* inputs; never calibration data).
+    fwer : a name — fixed_sequence (default), bonferroni, holm, multistart — or a procedure
+        object with its options (``confprune.stats.MultiStartFixedSequence(n_starts=8)``).
+    criterion, scope, include_bias, include_norm, criterion_options : the pruning family (fixed
+        before calibration): magnitude, random, mu (needs ``trajectory``: Welford statistics from
+        training, see ``confprune.pruning.trajectory.WelfordTracker``; option ``eps``), sipp and
+        sipp_hybrid (need ``score_inputs``: a batch of *training* inputs, never calibration data;
+        option ``delta_failure`` for the hybrid).
     lambdas : the increasing grid in [0, 1), fixed in advance (default 0.00, 0.01, …, 0.99).
     """
     for key, value in (("alpha", alpha), ("delta", delta)):
         if not 0 < value < 1:
-            raise ValueError(f"{key}={value!r} is not allowed; it must lie in (0, 1)")
-    if bound != "auto":
-        _check_choice("bound", bound, BOUNDS)
-    _check_choice("fwer", fwer, FWERS)
+            raise OptionError(key, value, "a number in the open interval (0, 1)")
+    if bound != "auto" and bound not in BOUNDS:
+        raise OptionError("bound", bound, f"auto or one of {', '.join(BOUNDS)}")
+    procedure = make_fwer(fwer)
     grid = np.asarray(lambdas, dtype=np.float64)
     if grid.ndim != 1 or grid.size == 0 or np.any(np.diff(grid) <= 0) or grid[0] < 0 or grid[-1] >= 1:
-        raise ValueError(f"lambdas={list(lambdas)!r} is not allowed; need a strictly increasing grid in [0, 1)")
-    loss_obj = resolve_loss(loss, tau)
-    if bound == "binomial" and isinstance(loss, str) and not loss_obj.binary:
-        raise ValueError(f"bound='binomial' needs a binary loss; {loss!r} is not (use 'hb' or 'wsr')")
+        raise OptionError("lambdas", list(lambdas), "a strictly increasing grid in [0, 1)")
+    loss_obj = resolve_loss(loss)
+    if bound == "binomial" and loss_obj.task != "custom" and not loss_obj.binary:
+        raise OptionError("bound", bound, f"hb or wsr: {loss_obj.name!r} is not a binary loss (binomial needs one)")
     family = build_family(
         model, criterion=criterion, scope=scope, include_bias=include_bias, include_norm=include_norm, seed=seed,
-        options=criterion_options, trajectory=trajectory, score_inputs=score_inputs,
+        trajectory=trajectory, score_inputs=score_inputs, **dict(criterion_options or {}),
     )
     table = compute_loss_table(model, family, grid, calibration_data, loss_obj, batch_size=batch_size, progress=progress)
-    return certify_from_table(
-        model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound, fwer=fwer, n_starts=n_starts,
-    )
+    return certify_from_table(model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound, fwer=procedure)

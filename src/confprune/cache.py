@@ -1,30 +1,22 @@
-"""Content-addressed cache entries: key = hash of what determines the artifact; atomic writes;
-a file lock so that concurrent jobs compute an entry once instead of racing on it."""
+"""Content-addressed cache entries and atomic writes: a file lock so that concurrent jobs compute an
+entry once instead of racing on it; every write goes through a temp file and a rename.
+
+Keys (what determines an entry) come from :mod:`confprune.integrity`."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from filelock import FileLock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-CACHE_VERSION = 1
-
-
-def content_key(payload: Mapping[str, Any]) -> str:
-    """First 16 hex digits of the sha256 of a canonical JSON encoding of ``payload``."""
-    blob = json.dumps({"cache_version": CACHE_VERSION, **payload}, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:

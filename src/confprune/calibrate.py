@@ -1,24 +1,15 @@
-"""Calibration stage: the deployment calibration set, early stopping, and the certified λ̂.
+"""The runner's calibration data: the deployment calibration set and the sweep's early-stop rule.
 
 The deployment calibration set is a seeded random subset of the pool, drawn independently of the
 validation splits; its indices (in their random order, which WSR uses) go into the certificate.
+The certified λ̂ itself comes from :func:`confprune.stats.calibrate` via :func:`confprune.certify_from_table`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .stats import (
-    NOT_CERTIFIED,
-    Calibration,
-    Splits,
-    calibrate,
-    make_fwer,
-    pvalues_from_losses,
-    split_pvalues,
-)
+from .stats import NOT_CERTIFIED, Splits, pvalues_from_losses, split_pvalues
 
 _DEPLOY_STREAM = 0x0DE9  # separates the deployment draw from the validation splits' stream
 
@@ -51,58 +42,4 @@ class FixedSequenceStop:
         return not self.alive_deploy and not self.alive_splits.any()
 
 
-@dataclass
-class Certification:
-    """The deployable LTT result on one calibration set."""
-
-    calibration: Calibration
-    grid: np.ndarray  # (G,) the full grid fixed in advance
-    sparsity: np.ndarray  # (G',) fraction of the pruning pool removed, evaluated rows
-    cal_indices: np.ndarray  # pool indices of the calibration set, in the order used
-
-    @property
-    def certified(self) -> bool:
-        return self.calibration.certified
-
-    @property
-    def lambda_index(self) -> int:
-        return self.calibration.lambda_index
-
-    @property
-    def lambda_hat(self) -> float | None:
-        return float(self.grid[self.lambda_index]) if self.certified else None
-
-    @property
-    def sparsity_hat(self) -> float | None:
-        return float(self.sparsity[self.lambda_index]) if self.certified else None
-
-    @property
-    def cal_risk(self) -> float | None:
-        return float(self.calibration.risk[self.lambda_index]) if self.certified else None
-
-
-def certify_table(
-    losses: np.ndarray,
-    grid: np.ndarray,
-    sparsity: np.ndarray,
-    cal_indices: np.ndarray,
-    *,
-    alpha: float,
-    delta: float,
-    bound: str,
-    fwer: str = "fixed_sequence",
-    n_starts: int = 4,
-) -> Certification:
-    """LTT on the calibration columns ``cal_indices`` of a (G', N) loss table.
-
-    Rows beyond G' (not evaluated because the sweep stopped early) count as not rejected; with
-    fixed-sequence testing that changes nothing, since testing had already stopped there.
-    """
-    procedure = make_fwer(fwer, n_starts=n_starts)
-    cal = calibrate(
-        losses[:, cal_indices], alpha=alpha, delta=delta, bound=bound, fwer=procedure, order_seed=None
-    )
-    return Certification(calibration=cal, grid=np.asarray(grid), sparsity=np.asarray(sparsity), cal_indices=np.asarray(cal_indices))
-
-
-__all__ = ["NOT_CERTIFIED", "Certification", "FixedSequenceStop", "certify_table", "deployment_indices"]
+__all__ = ["NOT_CERTIFIED", "FixedSequenceStop", "deployment_indices"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -15,9 +14,10 @@ from torch import nn
 
 from . import __version__
 from .cache import atomic_write
-from .calibrate import Certification
+from .integrity import state_dict_checksum
 from .pruning import PruningFamily
-from .train import atomic_torch_save, state_dict_checksum
+from .record import write_json
+from .stats import Calibration
 
 
 def pruned_state_dict(model: nn.Module, family: PruningFamily, lam: float) -> dict[str, torch.Tensor]:
@@ -45,32 +45,17 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def write_json(obj: Any, path: str | Path) -> None:
-    """Atomic JSON write (temp file + rename): a reader never sees a half-written file."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
-            fh.write("\n")
-
-    atomic_write(path, write)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through a temp file and a rename (see :func:`confprune.cache.atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def build_certificate(
-    cert: Certification,
+    cal: Calibration,
     *,
+    grid: np.ndarray,
+    sparsity: np.ndarray,
+    cal_indices: np.ndarray,
     family: PruningFamily,
     model: nn.Module,
     pruned: Mapping[str, torch.Tensor] | None,
@@ -79,30 +64,37 @@ def build_certificate(
     model_info: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    cal = cert.calibration
+    """The certificate of one calibration (every field a verifier re-derives; see README "What a
+    certificate proves"). ``grid`` (G,) is the grid fixed in advance, ``sparsity`` (G',) the pool
+    fraction removed at each evaluated grid point, ``cal_indices`` the calibration points in the
+    order used."""
+    certified = cal.certified
+    lambda_hat = float(grid[cal.lambda_index]) if certified else None
+    sparsity_hat = float(sparsity[cal.lambda_index]) if certified else None
+    cal_risk = float(cal.risk[cal.lambda_index]) if certified else None
     total = sum(p.numel() for p in model.parameters())
-    pruned_count = 0 if not cert.certified else int(round(cert.sparsity_hat * family.pool_size))
+    pruned_count = 0 if not certified else int(round(sparsity_hat * family.pool_size))
     claim = (
         f"With probability at least 1 - delta = {1 - cal.delta:g} over the draw of the {cal.n} "
         f"exchangeable calibration points, the expected {loss['name']} loss of the pruned model is at "
         f"most alpha = {cal.alpha:g} (Learn-Then-Test, {cal.bound} p-values, {cal.fwer} FWER control)."
-        if cert.certified
+        if certified
         else "Nothing was certified: no grid point passed the FWER procedure at this (alpha, delta); "
         "no pruned model is exported."
     )
     return {
-        "certified": cert.certified,
+        "certified": certified,
         "claim": claim,
         "alpha": cal.alpha,
         "delta": cal.delta,
         "bound": cal.bound,
         "fwer": cal.fwer,
         "n_cal": cal.n,
-        "lambda_hat": cert.lambda_hat,
-        "lambda_index": cert.lambda_index,
-        "sparsity_pool": cert.sparsity_hat,
-        "sparsity_model": (pruned_count / total) if cert.certified else None,
-        "cal_risk": cert.cal_risk,
+        "lambda_hat": lambda_hat,
+        "lambda_index": cal.lambda_index,
+        "sparsity_pool": sparsity_hat,
+        "sparsity_model": (pruned_count / total) if certified else None,
+        "cal_risk": cal_risk,
         "loss": dict(loss),
         "pruning": {
             "criterion": family.criterion,
@@ -111,12 +103,12 @@ def build_certificate(
             "pool_size": family.pool_size,
             "model_parameters": total,
         },
-        "grid": [float(x) for x in cert.grid],
+        "grid": [float(x) for x in grid],
         "grid_evaluated": int(len(cal.p_values)),
         "p_values": [float(x) for x in cal.p_values],
         "cal_risk_per_lambda": [float(x) for x in cal.risk],
         "data": dict(data),
-        "calibration_indices": [int(i) for i in cert.cal_indices],
+        "calibration_indices": [int(i) for i in cal_indices],
         "model": {
             **dict(model_info),
             "dense_checksum": state_dict_checksum(model.state_dict()),
@@ -139,3 +131,22 @@ def save_export(
         paths["pruned_model"] = str(out / "pruned_model.pt")
     write_json(certificate, out / "certificate.json")
     return paths
+
+
+CERTIFICATE_KEYS = ("certified", "claim", "alpha", "delta", "bound", "fwer", "n_cal", "lambda_hat", "lambda_index",
+                    "grid", "p_values", "calibration_indices", "data", "model", "pruning", "loss")
+
+
+def load_certificate(path: str | Path) -> dict[str, Any]:
+    """A certificate written by :func:`save_export` (its file or the directory holding it);
+    refuses a file that is not one, naming what is missing."""
+    import json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "certificate.json"
+    cert = json.loads(path.read_text())
+    missing = [k for k in CERTIFICATE_KEYS if k not in cert] if isinstance(cert, dict) else list(CERTIFICATE_KEYS)
+    if missing:
+        raise ValueError(f"{path} is not a confprune certificate: missing {', '.join(missing)}")
+    return cert

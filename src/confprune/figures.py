@@ -4,7 +4,6 @@ and ``python -m confprune.figures <sweep dir>``, which aggregates a multirun int
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,12 +14,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .calibrate import Certification  # noqa: E402
 from .pruning import PruningFamily  # noqa: E402
 from .stats import SplitValidation  # noqa: E402
 
 if TYPE_CHECKING:  # pandas is imported where the sweep tables are built, not by every run
     import pandas as pd
+
+    from .api import CertifiedPruning
 
 # Paper size: one column ≈ 3.4 in; fonts stay readable when the PDF is scaled to it.
 plt.rcParams.update(
@@ -43,7 +43,7 @@ def risk_vs_lambda(
     lambdas: np.ndarray,
     model_sparsity: np.ndarray,
     validation: SplitValidation,
-    cert: Certification,
+    cert: CertifiedPruning,
     pool_risk: np.ndarray,
     loss_name: str,
     out_dir: Path,
@@ -170,7 +170,7 @@ def mask_panel(model: torch.nn.Module, family: PruningFamily, inputs: torch.Tens
                lambdas: np.ndarray, pool_risk: np.ndarray, lam_hat: float | None, out_dir: Path, n: int = 4) -> list[str]:
     """Segmentation: image, ground truth, dense mask, pruned mask at λ̂ and at a much larger λ
     (the first grid point whose pool risk is ≥ 0.5, else the last), for a few pool images."""
-    from .sweep import forward_batched
+    from .forward import forward_batched
 
     has_polyp = torch.nonzero(targets.flatten(1).sum(1) > 0).flatten()
     pick = has_polyp[torch.linspace(0, len(has_polyp) - 1, min(n, len(has_polyp))).long()] if len(has_polyp) else torch.arange(min(n, len(inputs)))
@@ -226,25 +226,27 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
     """One tidy row per finished job (a directory with summary.json) under ``sweep_dir``."""
     import pandas as pd
 
+    from .record import SUMMARY, read_summary
+
     rows = []
-    for summary_path in sorted(Path(sweep_dir).rglob("summary.json")):
-        s = json.loads(summary_path.read_text())
+    for summary_path in sorted(Path(sweep_dir).rglob(SUMMARY)):
+        s = read_summary(summary_path)
         rows.append(
             {
-                **{k: s.get(k) for k in ("experiment", "model", "dataset", "loss", "bound", "fwer", "criterion",
-                                         "scope", "seed", "alpha", "delta", "n_cal", "n_test", "n_splits",
-                                         "coverage", "pool_coverage", "iid_coverage", "violations",
-                                         "certified_fraction")},
-                "dense_accuracy": s.get("dense", {}).get("accuracy"),
-                "lambda_hat_median": s["lambda_hat"]["median"],
-                "lambda_hat_deploy": s["lambda_hat"]["deploy"],
-                "sparsity_hat_median": s["sparsity_hat"]["median"],
-                "sparsity_hat_deploy": s["sparsity_hat"]["deploy"],
-                "coverage_lo": s["coverage_ci"][0],
-                "coverage_hi": s["coverage_ci"][1],
-                "n_lambdas": len(s.get("lambdas", [])),
-                "lambda_0": (s.get("lambdas") or [None])[0],
-                "pool_risk_0": (s.get("pool_risk") or [None])[0],
+                **{k: getattr(s, k) for k in ("experiment", "model", "dataset", "loss", "bound", "fwer", "criterion",
+                                              "scope", "seed", "alpha", "delta", "n_cal", "n_test", "n_splits",
+                                              "coverage", "pool_coverage", "iid_coverage", "violations",
+                                              "certified_fraction")},
+                "dense_accuracy": s.dense.get("accuracy"),
+                "lambda_hat_median": s.lambda_hat.median,
+                "lambda_hat_deploy": s.lambda_hat.deploy,
+                "sparsity_hat_median": s.sparsity_hat.median,
+                "sparsity_hat_deploy": s.sparsity_hat.deploy,
+                "coverage_lo": s.coverage_ci[0],
+                "coverage_hi": s.coverage_ci[1],
+                "n_lambdas": len(s.lambdas),
+                "lambda_0": s.lambdas[0] if s.lambdas else None,
+                "pool_risk_0": s.pool_risk[0] if s.pool_risk else None,
                 "job_dir": str(summary_path.parent),
             }
         )
@@ -263,7 +265,7 @@ def _panels(table: pd.DataFrame, by: str | None):
 
 def sweep_figures(table: pd.DataFrame, out_dir: Path) -> list[str]:
     """Figures of a multirun, drawn only where the swept axes make them meaningful."""
-    import pandas as pd
+    from .record import read_splits
 
     made: list[str] = []
     series = _varying(table, ["model", "bound", "criterion", "scope", "fwer", "delta"])
@@ -304,7 +306,8 @@ def sweep_figures(table: pd.DataFrame, out_dir: Path) -> list[str]:
         fig, axes = plt.subplots(1, len(alphas), figsize=(2.6 * len(alphas), 2.4), squeeze=False, constrained_layout=True)
         for ax, a in zip(axes[0], alphas, strict=True):
             for job in table.loc[table["alpha"] == a, "job_dir"]:
-                risks = pd.read_csv(Path(job) / "splits.csv")["test_risk"].dropna()
+                risks = read_splits(job)["test_risk"]
+                risks = risks[~np.isnan(risks)]
                 ax.hist(risks, bins=25, histtype="step", lw=0.8)
             ax.axvline(a, color="C3", ls="--", lw=1)
             ax.set_title(f"α = {a:g}")

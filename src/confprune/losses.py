@@ -7,10 +7,14 @@ optionally returns per-sample side statistics reported beside the risk (e.g. abs
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+from .errors import OptionError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 AuxFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -24,7 +28,8 @@ class Loss:
     labeled: bool
     task: str = "classification"
     aux: AuxFn | None = field(default=None)
-    params: dict[str, float] = field(default_factory=dict)  # e.g. {"tau": 0.9}, for the certificate
+    params: dict[str, Any] = field(default_factory=dict)  # its options, e.g. {"tau": 0.9}, for the certificate
+    reads_dense: bool = True  # False: ignores the dense output (a verifier need not rebuild it)
 
     def __call__(self, dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.fn(dense, pruned, target)
@@ -92,40 +97,67 @@ def seg_fail(tau: float) -> tuple[LossFn, AuxFn | None]:
     return fn, None
 
 
-def _fixed(fn: LossFn) -> Callable[[float], tuple[LossFn, AuxFn | None]]:
-    return lambda tau: (fn, None)
+def _fixed(fn: LossFn) -> Callable[[], tuple[LossFn, AuxFn | None]]:
+    return lambda: (fn, None)
 
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A registered loss: its properties, and how to build it for a threshold τ."""
+    """A registered loss and its facts: ``build``'s keyword arguments are the loss's options (a
+    ``loss`` config's keys besides ``name``); ``binary``: every value is 0 or 1 (the binomial
+    p-value applies); ``labeled``: reads the target; ``reads_dense``: reads the dense model's output
+    (a verifier must then rebuild the dense model); ``task``: the outputs it understands."""
 
     name: str
     binary: bool
     labeled: bool
-    build: Callable[[float], tuple[LossFn, AuxFn | None]]
+    reads_dense: bool
+    build: Callable[..., tuple[LossFn, AuxFn | None]]
     task: str = "classification"
 
-    uses_tau: bool = False
+    def make(self, **options: Any) -> Loss:
+        try:
+            bound = inspect.signature(self.build).bind(**options)
+        except TypeError:
+            allowed = ", ".join(inspect.signature(self.build).parameters) or "none"
+            raise OptionError(next(iter(options)), options, f"the options of loss {self.name!r}: {allowed}") from None
+        bound.apply_defaults()  # the certificate records every option, defaults included
+        fn, aux = self.build(**bound.arguments)
+        return Loss(self.name, fn, self.binary, self.labeled, self.task, aux, dict(bound.arguments), self.reads_dense)
 
-    def make(self, tau: float = 0.5) -> Loss:
-        fn, aux = self.build(tau)
-        return Loss(self.name, fn, self.binary, self.labeled, self.task, aux, {"tau": tau} if self.uses_tau else {})
+
+def _threshold(tau: float) -> float:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0.0 < tau < 1.0:
+        raise OptionError("tau", tau, "a number in the open interval (0, 1)")
+    return float(tau)
+
+
+def _selective(tau: float = 0.9) -> tuple[LossFn, AuxFn | None]:
+    """tau: abstain when the pruned model's max softmax is below it."""
+    return selective(_threshold(tau))
+
+
+def _seg_fail(tau: float = 0.8) -> tuple[LossFn, AuxFn | None]:
+    """tau: a mask fails when its IoU with the dense mask is below it."""
+    return seg_fail(_threshold(tau))
 
 
 LOSSES: dict[str, LossSpec] = {
-    "label_01": LossSpec("label_01", binary=True, labeled=True, build=_fixed(label_01)),
-    "disagreement": LossSpec("disagreement", binary=True, labeled=False, build=_fixed(disagreement)),
-    "selective": LossSpec("selective", binary=True, labeled=True, build=selective, uses_tau=True),
-    "tv_distance": LossSpec("tv_distance", binary=False, labeled=False, build=_fixed(tv_distance)),
-    "seg_disagreement": LossSpec("seg_disagreement", binary=False, labeled=False, build=_fixed(seg_disagreement), task="segmentation"),
-    "seg_miss": LossSpec("seg_miss", binary=False, labeled=True, build=_fixed(seg_miss), task="segmentation"),
-    "seg_fail": LossSpec("seg_fail", binary=True, labeled=False, build=seg_fail, task="segmentation", uses_tau=True),
+    "label_01": LossSpec("label_01", binary=True, labeled=True, reads_dense=False, build=_fixed(label_01)),
+    "disagreement": LossSpec("disagreement", binary=True, labeled=False, reads_dense=True, build=_fixed(disagreement)),
+    "selective": LossSpec("selective", binary=True, labeled=True, reads_dense=False, build=_selective),
+    "tv_distance": LossSpec("tv_distance", binary=False, labeled=False, reads_dense=True, build=_fixed(tv_distance)),
+    "seg_disagreement": LossSpec("seg_disagreement", binary=False, labeled=False, reads_dense=True,
+                                 build=_fixed(seg_disagreement), task="segmentation"),
+    "seg_miss": LossSpec("seg_miss", binary=False, labeled=True, reads_dense=False, build=_fixed(seg_miss),
+                         task="segmentation"),
+    "seg_fail": LossSpec("seg_fail", binary=True, labeled=False, reads_dense=True, build=_seg_fail,
+                         task="segmentation"),
 }
 
 
-def make_loss(name: str, tau: float = 0.5) -> Loss:
-    """The loss registered under ``name``, with its threshold τ where it has one."""
+def make_loss(name: str, **options: Any) -> Loss:
+    """The loss registered under ``name`` with its options (e.g. ``make_loss("selective", tau=0.8)``)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss.name={name!r}; allowed: {', '.join(LOSSES)}")
-    return LOSSES[name].make(tau)
+    return LOSSES[name].make(**options)

@@ -1,283 +1,353 @@
-"""The pipeline behind ``python -m confprune.run`` as plain functions (no Hydra here).
+"""The pipeline behind ``python -m confprune.run`` as named stages (plain functions, no Hydra).
 
-Stages: validate config → load data → train or load the dense model → score and rank the pruning
-pool → sweep λ into the loss table (once) → LTT over random splits (coverage) → deployment
-calibration → export the certified model and certificate → figures → summary.json.
+    check → load data → dense model → pruning family → loss table → split validation →
+    deployment certificate and export → figures → summary
 
-Heavy imports (torch, SciPy) live here and not in ``confprune.run``, so that a Hydra launcher's
-parent process composes and dispatches jobs without importing them; matplotlib is imported only
-when a run draws figures.
+Each stage is a function with typed inputs and outputs; :func:`run` reads as that list. Heavy
+imports (torch, SciPy) live here and not in ``confprune.run``, so that a Hydra launcher's parent
+process composes and dispatches jobs without importing them; matplotlib is imported only when a
+run draws figures.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from .api import certify_from_table
+from .api import CertifiedPruning, certify_from_table
 from .calibrate import FixedSequenceStop, deployment_indices
-from .data import DATASETS, load_dataset
-from .export import write_json
-from .losses import make_loss
-from .pruning import NEEDS_SCORE_INPUTS, build_family, score_batch, sipp_batch_size
-from .schema import Config, ConfigError, validate
-from .stats import draw_splits, iid_validation, validate_splits
+from .data import TaskData, load_dataset
+from .errors import ConfigError
+from .losses import Loss, make_loss
+from .pruning import PruningFamily, build_family
+from .record import (
+    Deployment,
+    GridInfo,
+    LambdaHat,
+    RunSummary,
+    SparsityHat,
+    Throughput,
+    write_splits,
+    write_summary,
+)
+from .schema import Config, check_config
+from .stats import (
+    IidValidation,
+    Splits,
+    SplitValidation,
+    draw_splits,
+    iid_validation,
+    make_fwer,
+    validate_splits,
+)
 from .sweep import LossTable, cached_loss_table, compute_loss_table
 from .train import cached_dense_metrics, train_or_load
 
 log = logging.getLogger("confprune")
 
 
-def check(cfg: Config) -> list[float]:
-    """All start-up checks (no data loaded, nothing trained); returns the λ grid."""
-    pool = DATASETS[cfg.dataset["name"]].pool_size(cfg.dataset) if cfg.dataset.get("name") in DATASETS else None
-    grid = validate(cfg, pool_size=pool)
-    if cfg.sweep.early_stop and cfg.fwer.name != "fixed_sequence":
-        raise ConfigError(
-            "sweep.early_stop", True, f"false with fwer={cfg.fwer.name!r} (early stopping is exact only for fixed_sequence)"
-        )
-    return grid
+# --------------------------------------------------------------------------------------------
+# What the stages pass on
 
 
-def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> dict[str, Any]:
-    """Run the whole pipeline for one configuration; writes every artifact into ``output_dir``."""
+@dataclass
+class DenseModel:
+    """The trained (or cached) dense model and its quality on the pool."""
+
+    model: nn.Module
+    key: str  # cache key of the checkpoint
+    path: Path  # the checkpoint
+    from_cache: bool
+    train_seconds: float
+    trajectory: dict[str, torch.Tensor]  # M&U statistics (empty unless tracked)
+    metrics: dict[str, float]  # accuracy; Dice and IoU for segmentation
+    metrics_from_cache: bool
+
+
+@dataclass
+class CalibrationDraws:
+    """The random calibration sets of a run: validation splits and the deployment set."""
+
+    splits: Splits
+    deploy: np.ndarray  # (n_cal,) pool indices of the deployment calibration set, in draw order
+
+
+@dataclass
+class Validation:
+    splits: SplitValidation  # LTT on every random split, test risk at λ̂
+    iid: IidValidation  # LTT on i.i.d. draws, scored against the exact pool risk
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns: the summary it wrote and the figures it drew (stem → PNG path)."""
+
+    summary: RunSummary
+    figures: dict[str, str] = field(default_factory=dict)
+
+
+class StageTimer:
+    """``with timer("sweep"): ...`` records ``sweep_s`` seconds in ``timer.seconds``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[f"{stage}_s"] = time.perf_counter() - t
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+
+
+def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> RunResult:
+    """Run every stage for one configuration; writes every artifact into ``output_dir``."""
     t_start = time.perf_counter()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     grid = np.asarray(check(cfg))
+    seed_everything(cfg)
+    timer = StageTimer()
+    with timer("data"):
+        data = load_data(cfg)
+    dense = dense_model(cfg, data)
+    family = pruning_family(cfg, dense, data)
+    loss = make_loss(**cfg.loss)
+    draws = calibration_draws(cfg, data.pool_size)
+    with timer("sweep"):
+        table, table_cached = loss_table(cfg, dense, family, data, loss, grid, draws)
+    table.save(out / "losses.npz")
+    with timer("validation"):
+        validation = split_validation(cfg, table, draws)
+    write_splits(out / "splits.csv", split_columns(table, validation.splits))
+    result = deployment_certificate(cfg, dense, family, table, loss, data, draws)
+    files = {"losses": str(out / "losses.npz"), "splits": str(out / "splits.csv")}
+    if cfg.export:
+        files.update(result.save(out))
+    figures: dict[str, str] = {}
+    if cfg.figures:
+        with timer("figures"):
+            figures = draw_figures(dense.model, family, table, validation.splits, result, data, loss, out / "figures")
+    timing = {"data_s": timer.seconds["data_s"], "train_s": dense.train_seconds, **timer.seconds}
+    timing["total_s"] = time.perf_counter() - t_start
+    summary = summarise(cfg, config_hash, data, dense, family, loss, table, table_cached, validation, result,
+                        timing, {**files, **{f"figure_{k}": v for k, v in figures.items()}}, out)
+    write_summary(summary, out)
+    return RunResult(summary, figures)
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+
+
+def check(cfg: Config) -> list[float]:
+    """All start-up checks (no data loaded, nothing trained); returns the λ grid."""
+    return check_config(cfg)
+
+
+def seed_everything(cfg: Config) -> None:
     if cfg.sweep.num_threads:
         torch.set_num_threads(cfg.sweep.num_threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
-    timing: dict[str, float] = {}
 
-    t = time.perf_counter()
+
+def load_data(cfg: Config) -> TaskData:
     data = load_dataset(cfg.dataset)
-    timing["data_s"] = time.perf_counter() - t
-    if cfg.calibration.n_cal + cfg.calibration.n_test > data.pool_size:  # defensive: datasets with lazy sizes
-        raise ConfigError("calibration.n_cal + calibration.n_test", cfg.calibration.n_cal + cfg.calibration.n_test, f"≤ pool size {data.pool_size}")
+    need = cfg.calibration.n_cal + cfg.calibration.n_test
+    if need > data.pool_size:  # datasets whose pool size is known only after listing files
+        raise ConfigError("calibration.n_cal + calibration.n_test", need, f"≤ pool size {data.pool_size}")
+    return data
 
-    trained = train_or_load(
-        cfg.model, cfg.dataset, cfg.trainer, cfg.seed, data, cfg.paths.cache_dir, progress=cfg.sweep.progress
-    )
+
+def dense_model(cfg: Config, data: TaskData) -> DenseModel:
+    """Train the dense model or load it from the cache; its metrics on the pool (cached too)."""
+    trained = train_or_load(cfg.model, cfg.dataset, cfg.trainer, cfg.seed, data, cfg.paths.cache_dir,
+                            progress=cfg.sweep.progress)
     model = trained.model.to(cfg.sweep.device)
-    timing["train_s"] = trained.train_seconds
-    dense, dense_cached = cached_dense_metrics(
+    metrics, metrics_cached = cached_dense_metrics(
         model, trained.key, data, cfg.paths.cache_dir, cfg.sweep.device, cfg.trainer.eval_batch_size
     )
-    log.info("dense model on the pool: %s (model %s, metrics %s)", dense,
-             "cached" if trained.from_cache else "trained", "cached" if dense_cached else "computed")
+    log.info("dense model on the pool: %s (model %s, metrics %s)", metrics,
+             "cached" if trained.from_cache else "trained", "cached" if metrics_cached else "computed")
+    return DenseModel(model, trained.key, trained.path, trained.from_cache, trained.train_seconds,
+                      trained.trajectory, metrics, metrics_cached)
 
-    score_inputs, score_info = None, None
-    if cfg.pruning.criterion in NEEDS_SCORE_INPUTS:  # from the training set, never the pool
-        size = int(cfg.pruning.options.get("batch_size") or sipp_batch_size(model))
-        score_inputs, idx = score_batch(data.train_inputs, size, cfg.pruning.seed)
-        score_inputs = score_inputs.to(cfg.sweep.device)
-        score_info = {"source": "training set", "size": int(idx.numel()), "seed": cfg.pruning.seed}
-    family = build_family(
-        model,
-        criterion=cfg.pruning.criterion,
-        scope=cfg.pruning.scope,
-        include_bias=cfg.pruning.include_bias,
-        include_norm=cfg.pruning.include_norm,
-        seed=cfg.pruning.seed,
-        options=cfg.pruning.options,
-        trajectory=trained.trajectory,
-        score_inputs=score_inputs,
+
+def pruning_family(cfg: Config, dense: DenseModel, data: TaskData) -> PruningFamily:
+    """Score and rank the pruning pool once. Data-informed criteria draw their batch from the
+    training set (never the pool), on the sweep's device."""
+
+    def train_inputs() -> torch.Tensor:
+        return data.train_inputs.to(cfg.sweep.device)
+
+    return build_family(dense.model, **cfg.pruning, trajectory=dense.trajectory, train_inputs=train_inputs)
+
+
+def calibration_draws(cfg: Config, n_pool: int) -> CalibrationDraws:
+    cal = cfg.calibration
+    return CalibrationDraws(
+        splits=draw_splits(n_pool, cal.n_cal, cal.n_test, cal.n_splits, cal.split_seed),
+        deploy=deployment_indices(n_pool, cal.n_cal, cal.split_seed),
     )
-    loss = make_loss(cfg.loss.name, cfg.loss.tau)
-    cal_cfg = cfg.calibration
-    splits = draw_splits(data.pool_size, cal_cfg.n_cal, cal_cfg.n_test, cal_cfg.n_splits, cal_cfg.split_seed)
-    deploy = deployment_indices(data.pool_size, cal_cfg.n_cal, cal_cfg.split_seed)
+
+
+def loss_table(
+    cfg: Config, dense: DenseModel, family: PruningFamily, data: TaskData, loss: Loss, grid: np.ndarray,
+    draws: CalibrationDraws,
+) -> tuple[LossTable, bool]:
+    """The per-sample loss table over the pool. Complete tables are cached and shared by every
+    job with the same model, pool, loss and pruning family; an early-stopped sweep is not cached."""
+    cal = cfg.calibration
     stop = (
-        FixedSequenceStop(splits, deploy, alpha=cal_cfg.alpha, delta=cal_cfg.delta, bound=cfg.bound.name)
-        if cfg.sweep.early_stop
-        else None
+        FixedSequenceStop(draws.splits, draws.deploy, alpha=cal.alpha, delta=cal.delta, bound=cfg.bound.name)
+        if cfg.sweep.early_stop else None
     )
 
     def sweep() -> LossTable:
-        return compute_loss_table(
-            model, family, grid, (data.pool_inputs, data.pool_targets), loss,
-            batch_size=cfg.sweep.batch_size, stop=stop, progress=cfg.sweep.progress,
-        )
+        return compute_loss_table(dense.model, family, grid, (data.pool_inputs, data.pool_targets), loss,
+                                  batch_size=cfg.sweep.batch_size, stop=stop, progress=cfg.sweep.progress)
 
-    t = time.perf_counter()
-    if stop is None:  # complete tables are shared by every job with the same model, pool and loss
-        payload = {
-            "model_key": trained.key,
-            "pool": data.pool_fingerprint(),
-            "loss": {"name": loss.name, "tau": cfg.loss.tau},
-            "pruning": asdict(cfg.pruning),
-            "grid": [float(x) for x in grid],
-            "device": torch.device(cfg.sweep.device).type,
-        }
-        table, table_cached = cached_loss_table(cfg.paths.cache_dir, payload, sweep)
-    else:
-        table, table_cached = sweep(), False
-    timing["sweep_s"] = time.perf_counter() - t
-    table.save(out / "losses.npz")
+    if stop is not None:
+        return sweep(), False
+    payload = {
+        "model_key": dense.key,
+        "pool": data.pool_fingerprint(),
+        "loss": {"name": loss.name, **loss.params},
+        "pruning": dict(cfg.pruning),
+        "grid": [float(x) for x in grid],
+        "device": torch.device(cfg.sweep.device).type,
+    }
+    return cached_loss_table(cfg.paths.cache_dir, payload, sweep)
 
-    t = time.perf_counter()
-    validation = validate_splits(
-        table.losses, splits, alpha=cal_cfg.alpha, delta=cal_cfg.delta, bound=cfg.bound.name,
-        fwer=_fwer(cfg), keep_pvalues=True,
-    )
-    iid = iid_validation(
-        table.losses, n_cal=cal_cfg.n_cal, n_reps=cal_cfg.n_splits, alpha=cal_cfg.alpha, delta=cal_cfg.delta,
-        bound=cfg.bound.name, fwer=_fwer(cfg), seed=cal_cfg.split_seed,
-    )
-    timing["validation_s"] = time.perf_counter() - t
-    lambdas = table.lambdas
-    write_splits_csv(
-        out / "splits.csv",
-        {
-            "split": np.arange(validation.n_splits),
-            "lambda_hat": np.where(validation.certified, lambdas[np.maximum(validation.lambda_index, 0)], np.nan),
-            "sparsity_hat": np.where(validation.certified, table.sparsity[np.maximum(validation.lambda_index, 0)], np.nan),
-            "cal_risk": validation.cal_risk,
-            "test_risk": validation.test_risk,
-            "violated": validation.violated,
-            "certified": validation.certified,
-        },
-    )
 
-    holdout = np.setdiff1d(np.arange(data.pool_size), deploy)
+def split_validation(cfg: Config, table: LossTable, draws: CalibrationDraws) -> Validation:
+    """LTT on every random split (test risk at λ̂) and on i.i.d. draws (exact pool risk)."""
+    cal = cfg.calibration
+    procedure = make_fwer(**cfg.fwer)
+    splits = validate_splits(table.losses, draws.splits, alpha=cal.alpha, delta=cal.delta, bound=cfg.bound.name,
+                             fwer=procedure, keep_pvalues=True)
+    iid = iid_validation(table.losses, n_cal=cal.n_cal, n_reps=cal.n_splits, alpha=cal.alpha, delta=cal.delta,
+                         bound=cfg.bound.name, fwer=procedure, seed=cal.split_seed)
+    return Validation(splits, iid)
+
+
+def split_columns(table: LossTable, validation: SplitValidation) -> dict[str, np.ndarray]:
+    """The columns of ``splits.csv`` (one row per split)."""
+    at = np.maximum(validation.lambda_index, 0)
+    return {
+        "split": np.arange(validation.n_splits),
+        "lambda_hat": np.where(validation.certified, table.lambdas[at], np.nan),
+        "sparsity_hat": np.where(validation.certified, table.sparsity[at], np.nan),
+        "cal_risk": validation.cal_risk,
+        "test_risk": validation.test_risk,
+        "violated": validation.violated,
+        "certified": validation.certified,
+    }
+
+
+def deployment_certificate(
+    cfg: Config, dense: DenseModel, family: PruningFamily, table: LossTable, loss: Loss, data: TaskData,
+    draws: CalibrationDraws,
+) -> CertifiedPruning:
+    """LTT on the deployment calibration set: the certified λ̂, pruned model and certificate."""
+    cal = cfg.calibration
+    holdout = np.setdiff1d(np.arange(data.pool_size), draws.deploy)
     result = certify_from_table(
-        model, family, table, loss, alpha=cal_cfg.alpha, delta=cal_cfg.delta, bound=cfg.bound.name,
-        fwer=cfg.fwer.name, n_starts=cfg.fwer.n_starts, calibration_indices=deploy,
+        dense.model, family, table, loss, alpha=cal.alpha, delta=cal.delta, bound=cfg.bound.name,
+        fwer=make_fwer(**cfg.fwer), calibration_indices=draws.deploy,
         data_info={
             "dataset": dict(cfg.dataset),
             "description": data.description,
             "synthetic": data.synthetic,
-            "calibration_fingerprint": data.pool_fingerprint(deploy),
+            "calibration_fingerprint": data.pool_fingerprint(draws.deploy),
         },
-        model_info={"name": cfg.model["name"], "config": dict(cfg.model), "cache_key": trained.key,
-                    "checkpoint": str(trained.path), "seed": cfg.seed},
+        model_info={"name": cfg.model["name"], "config": dict(cfg.model), "cache_key": dense.key,
+                    "checkpoint": str(dense.path), "seed": cfg.seed},
         extra={"holdout_size": int(holdout.size)},
     )
-    cert = result.certification
-    deploy_test_risk = (
-        float(table.losses[cert.lambda_index, holdout].mean()) if cert.certified and holdout.size else None
+    result.certificate["holdout_risk"] = (
+        float(table.losses[result.lambda_index, holdout].mean()) if result.certified and holdout.size else None
     )
-    result.certificate["holdout_risk"] = deploy_test_risk
-    total_params = sum(p.numel() for p in model.parameters())
-    model_sparsity = table.sparsity * family.pool_size / total_params
-    files: dict[str, Any] = {"losses": str(out / "losses.npz"), "splits": str(out / "splits.csv")}
-    if cfg.export:
-        files.update(result.save(out))
-
-    fig_paths: dict[str, str] = {}
-    if cfg.figures:
-        from . import figures  # matplotlib: only when drawing
-
-        t = time.perf_counter()
-        fig_dir = out / "figures"
-        made = [
-            *figures.risk_vs_lambda(lambdas, model_sparsity, validation, cert, table.losses.mean(1), loss.name, fig_dir),
-            *figures.test_risk_histogram(validation, fig_dir),
-            *figures.lambda_hat_histogram(lambdas, validation, fig_dir),
-            *figures.first_layer_heatmap(model, family, cert.lambda_hat, fig_dir),
-        ]
-        for task_figure in figures.TASK_FIGURES.get(data.task, ()):
-            made += task_figure(model, family, data.pool_inputs, data.pool_targets, lambdas,
-                                table.losses.mean(1), cert.lambda_hat, fig_dir)
-        fig_paths = {Path(p).stem: p for p in made if p.endswith(".png")}
-        timing["figures_s"] = time.perf_counter() - t
-
-    lo, hi = validation.coverage_interval()
-    certified_idx = validation.lambda_index[validation.certified]
-    timing["total_s"] = time.perf_counter() - t_start
-    summary = {
-        "config_hash": config_hash,
-        "experiment": cfg.name,
-        "model": cfg.model["name"],
-        "dataset": cfg.dataset["name"],
-        "synthetic_data": data.synthetic,
-        "loss": loss.name,
-        "bound": cfg.bound.name,
-        "fwer": cfg.fwer.name,
-        "criterion": family.criterion,
-        "scope": family.scope,
-        "score_inputs": score_info,
-        "seed": cfg.seed,
-        "alpha": cal_cfg.alpha,
-        "delta": cal_cfg.delta,
-        "n_cal": cal_cfg.n_cal,
-        "n_test": cal_cfg.n_test,
-        "n_splits": cal_cfg.n_splits,
-        "pool_size": data.pool_size,
-        "grid": {"size": int(grid.size), "evaluated": int(lambdas.size), "min": float(grid[0]), "max": float(grid[-1])},
-        "lambdas": [float(x) for x in lambdas],
-        "pool_risk": [float(x) for x in table.losses.mean(axis=1)],
-        "dense": dense,
-        "dense_risk": float(table.losses[0].mean()),
-        "model_from_cache": trained.from_cache,
-        "loss_table_from_cache": table_cached,
-        "dense_metrics_from_cache": dense_cached,
-        "lambda_hat": {
-            "median": float(np.median(lambdas[certified_idx])) if certified_idx.size else None,
-            "q05": float(np.quantile(lambdas[certified_idx], 0.05)) if certified_idx.size else None,
-            "q95": float(np.quantile(lambdas[certified_idx], 0.95)) if certified_idx.size else None,
-            "deploy": cert.lambda_hat,
-        },
-        "sparsity_hat": {
-            "median": float(np.median(table.sparsity[certified_idx])) if certified_idx.size else None,
-            "deploy": cert.sparsity_hat,
-            "deploy_model": float(model_sparsity[cert.lambda_index]) if cert.certified else None,
-        },
-        "deploy": {"certified": cert.certified, "cal_risk": cert.cal_risk, "holdout_risk": deploy_test_risk},
-        "coverage": validation.coverage,
-        "coverage_ci": [lo, hi],
-        "pool_coverage": validation.pool_coverage,
-        "iid_coverage": iid.coverage,
-        "iid_coverage_ci": list(iid.coverage_interval()),
-        "test_risk_median": float(np.nanmedian(validation.test_risk)) if validation.certified.any() else None,
-        "violations": int(validation.violated.sum()),
-        "certified_fraction": float(validation.certified.mean()),
-        "aux_at_deploy": {k: float(v[cert.lambda_index]) for k, v in table.aux.items()} if cert.certified else {},
-        "throughput": {
-            "dense_pool_s": table.dense_seconds,
-            "sweep_s_per_lambda": table.seconds / max(1, lambdas.size),
-            "torch_threads": torch.get_num_threads(),
-        },
-        "timing": timing,
-        "files": {**files, **{f"figure_{k}": v for k, v in fig_paths.items()}},
-        "output_dir": str(out),
-    }
-    write_json(summary, out / "summary.json")
-    summary["_figure_paths"] = fig_paths
-    return summary
+    return result
 
 
-def write_splits_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
-    """One row per split: ints and bools as written, floats in full precision, NaN as empty —
-    the format pandas' ``to_csv`` writes, without importing pandas in every job."""
+def draw_figures(
+    model: nn.Module, family: PruningFamily, table: LossTable, validation: SplitValidation,
+    result: CertifiedPruning, data: TaskData, loss: Loss, fig_dir: Path,
+) -> dict[str, str]:
+    """The run's figures (PNG + PDF); returns stem → PNG path."""
+    from . import figures  # matplotlib: only when drawing
 
-    def cell(v: Any) -> Any:
-        if isinstance(v, (bool, np.bool_)):
-            return bool(v)
-        if isinstance(v, (float, np.floating)):
-            return "" if math.isnan(v) else repr(float(v))
-        return int(v)
-
-    names = list(columns)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(names)
-        writer.writerows([cell(v) for v in row] for row in zip(*(columns[n].tolist() for n in names), strict=True))
-
-
-def _fwer(cfg: Config) -> Any:
-    from .stats import make_fwer
-
-    return make_fwer(cfg.fwer.name, n_starts=cfg.fwer.n_starts)
+    lambdas, pool_risk = table.lambdas, table.losses.mean(1)
+    made = [
+        *figures.risk_vs_lambda(lambdas, model_sparsity(table, family, model), validation, result, pool_risk,
+                                loss.name, fig_dir),
+        *figures.test_risk_histogram(validation, fig_dir),
+        *figures.lambda_hat_histogram(lambdas, validation, fig_dir),
+        *figures.first_layer_heatmap(model, family, result.lambda_hat, fig_dir),
+    ]
+    for task_figure in figures.TASK_FIGURES.get(data.task, ()):
+        made += task_figure(model, family, data.pool_inputs, data.pool_targets, lambdas, pool_risk,
+                            result.lambda_hat, fig_dir)
+    return {Path(p).stem: p for p in made if p.endswith(".png")}
 
 
+def model_sparsity(table: LossTable, family: PruningFamily, model: nn.Module) -> np.ndarray:
+    """(G',) fraction of the whole model's parameters removed at each evaluated λ."""
+    return table.sparsity * family.pool_size / sum(p.numel() for p in model.parameters())
+
+
+def summarise(
+    cfg: Config, config_hash: str, data: TaskData, dense: DenseModel, family: PruningFamily, loss: Loss,
+    table: LossTable, table_cached: bool, validation: Validation, result: CertifiedPruning,
+    timing: dict[str, float], files: dict[str, str], out: Path,
+) -> RunSummary:
+    cal, v = cfg.calibration, validation.splits
+    lambdas, grid = table.lambdas, table.grid
+    at = v.lambda_index[v.certified]  # λ̂ index of every split that certified
+
+    def quantile(values: np.ndarray, q: float) -> float | None:
+        return (float(np.median(values)) if q == 0.5 else float(np.quantile(values, q))) if at.size else None
+
+    lo, hi = v.coverage_interval()
+    return RunSummary(
+        config_hash=config_hash, experiment=cfg.name, model=cfg.model["name"], dataset=cfg.dataset["name"],
+        synthetic_data=data.synthetic, loss=loss.name, bound=cfg.bound.name, fwer=cfg.fwer["name"],
+        criterion=family.criterion, scope=family.scope, score_inputs=family.score_info, seed=cfg.seed,
+        alpha=cal.alpha, delta=cal.delta, n_cal=cal.n_cal, n_test=cal.n_test, n_splits=cal.n_splits,
+        pool_size=data.pool_size,
+        grid=GridInfo(int(grid.size), int(lambdas.size), float(grid[0]), float(grid[-1])),
+        lambdas=[float(x) for x in lambdas],
+        pool_risk=[float(x) for x in table.losses.mean(axis=1)],
+        dense=dense.metrics, dense_risk=float(table.losses[0].mean()),
+        model_from_cache=dense.from_cache, loss_table_from_cache=table_cached,
+        dense_metrics_from_cache=dense.metrics_from_cache,
+        lambda_hat=LambdaHat(quantile(lambdas[at], 0.5), quantile(lambdas[at], 0.05), quantile(lambdas[at], 0.95),
+                             result.lambda_hat),
+        sparsity_hat=SparsityHat(
+            quantile(table.sparsity[at], 0.5), result.sparsity,
+            float(model_sparsity(table, family, dense.model)[result.lambda_index]) if result.certified else None,
+        ),
+        deploy=Deployment(result.certified, result.cal_risk, result.certificate["holdout_risk"]),
+        coverage=v.coverage, coverage_ci=[lo, hi], pool_coverage=v.pool_coverage,
+        iid_coverage=validation.iid.coverage, iid_coverage_ci=list(validation.iid.coverage_interval()),
+        test_risk_median=float(np.nanmedian(v.test_risk)) if v.certified.any() else None,
+        violations=int(v.violated.sum()), certified_fraction=float(v.certified.mean()),
+        aux_at_deploy={k: float(x[result.lambda_index]) for k, x in table.aux.items()} if result.certified else {},
+        throughput=Throughput(table.dense_seconds, table.seconds / max(1, lambdas.size), torch.get_num_threads()),
+        timing=timing, files=files, output_dir=str(out),
+    )

@@ -7,12 +7,10 @@ parent process only composes and dispatches jobs, and each worker imports the he
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # Paths in conf/paths resolve against the repository root, whatever the working directory.
@@ -21,8 +19,10 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[2]))
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from .cache import content_key  # noqa: E402
-from .schema import Config, ConfigError, register_configs  # noqa: E402
+from .errors import ConfigError  # noqa: E402
+from .integrity import content_key  # noqa: E402
+from .record import SUMMARY, RunSummary, read_summary  # noqa: E402
+from .schema import Config, register_configs  # noqa: E402
 from .tracking import tracker  # noqa: E402
 
 log = logging.getLogger("confprune")
@@ -47,29 +47,29 @@ def config_hash(cfg: Config) -> str:
     return content_key({"kind": "run", "config": plain})
 
 
-def completed_run(output_dir: Path, cfg_hash: str) -> dict[str, Any] | None:
+def completed_run(output_dir: Path, cfg_hash: str) -> RunSummary | None:
     """The summary of a finished run of this exact config in ``output_dir``, else None.
 
     A directory holding a *different* finished run is never overwritten: that is an error.
     A directory without summary.json is a run that died half-way; it is redone.
     """
-    path = output_dir / "summary.json"
+    path = output_dir / SUMMARY
     if not path.exists():
         return None
     try:
-        previous = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        previous = read_summary(path)
+    except (ValueError, TypeError):
         return None  # summary.json is written atomically; an unreadable one was never finished
-    if previous.get("config_hash") != cfg_hash:
+    if previous.config_hash != cfg_hash:
         raise ConfigError(
             "hydra output dir", str(output_dir),
             "a directory without a finished run of another config (it holds config_hash "
-            f"{previous.get('config_hash')!r}, this run is {cfg_hash!r}); pick another hydra.run.dir / hydra.sweep.dir",
+            f"{previous.config_hash!r}, this run is {cfg_hash!r}); pick another hydra.run.dir / hydra.sweep.dir",
         )
     return previous
 
 
-def run_logged(cfg: DictConfig) -> dict[str, Any]:
+def run_logged(cfg: DictConfig) -> RunSummary:
     """Validate, then run inside a tracker that is finished even when the job fails.
 
     Resumable: a job whose output dir already holds the summary of the same resolved config is
@@ -91,28 +91,28 @@ def run_logged(cfg: DictConfig) -> dict[str, Any]:
         group=conf.name, job_type="certify", config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
         output_dir=output_dir, tags=conf.logger.tags,
     ) as track:
-        summary = run(conf, output_dir, config_hash=cfg_hash)
-        figs = summary.pop("_figure_paths", {})
-        track.log_summary(summary)
-        track.log_images(figs)
-        track.log_artifact(f"loss-table-{conf.name}", "loss-table", [summary["files"]["losses"]])
-        if "pruned_model" in summary["files"]:
+        result = run(conf, output_dir, config_hash=cfg_hash)
+        summary = result.summary
+        track.log_summary(summary.to_dict())
+        track.log_images(result.figures)
+        track.log_artifact(f"loss-table-{conf.name}", "loss-table", [summary.files["losses"]])
+        if "pruned_model" in summary.files:
             track.log_artifact(
-                f"pruned-model-{conf.name}", "model", [summary["files"]["pruned_model"], summary["files"]["certificate"]]
+                f"pruned-model-{conf.name}", "model", [summary.files["pruned_model"], summary.files["certificate"]]
             )
     _report(summary)
     return summary
 
 
-def _report(s: dict[str, Any]) -> None:
-    lam = s["lambda_hat"]["deploy"]
+def _report(s: RunSummary) -> None:
+    lam = s.lambda_hat.deploy
     log.info(
         "%s | %s/%s | alpha=%g delta=%g | deployed lambda_hat=%s sparsity=%s | coverage %.3f [%.3f, %.3f] "
         "(pool-risk %.3f, i.i.d. exact %.3f) over %d splits (target >= %g) | dense %s",
-        s["experiment"], s["bound"], s["fwer"], s["alpha"], s["delta"],
+        s.experiment, s.bound, s.fwer, s.alpha, s.delta,
         "none certified" if lam is None else f"{lam:.2f}",
-        "-" if s["sparsity_hat"]["deploy"] is None else f"{s['sparsity_hat']['deploy']:.3f}",
-        s["coverage"], *s["coverage_ci"], s["pool_coverage"], s["iid_coverage"], s["n_splits"], 1 - s["delta"], s["dense"],
+        "-" if s.sparsity_hat.deploy is None else f"{s.sparsity_hat.deploy:.3f}",
+        s.coverage, *s.coverage_ci, s.pool_coverage, s.iid_coverage, s.n_splits, 1 - s.delta, s.dense,
     )
 
 
@@ -123,7 +123,7 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as err:
         log.error("%s", err)
         raise
-    return summary["sparsity_hat"]["deploy"]
+    return summary.sparsity_hat.deploy
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -18,11 +18,11 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .cache import cached, content_key
-from .data import StreamingFingerprint
+from .cache import cached
+from .forward import as_batches, forward, model_state
+from .integrity import StreamingFingerprint, content_key
 from .losses import Loss
 from .pruning import PruningFamily
 from .stats import check_loss_table
@@ -65,6 +65,7 @@ class LossTable:
             grid=self.grid,
             cache_key=np.array(key),
             timing=np.array([self.seconds, self.dense_seconds]),
+            data_fingerprint=np.array(self.data_fingerprint),
             **{f"aux_{k}": v for k, v in self.aux.items()},
         )
 
@@ -76,7 +77,8 @@ class LossTable:
             aux = {k[4:]: z[k] for k in z.files if k.startswith("aux_")}
             seconds, dense = z["timing"] if "timing" in z.files else (0.0, 0.0)
             table = cls(grid=z["grid"], losses=z["losses"], sparsity=z["sparsity"], aux=aux,
-                        seconds=float(seconds), dense_seconds=float(dense))
+                        seconds=float(seconds), dense_seconds=float(dense),
+                        data_fingerprint=str(z["data_fingerprint"]) if "data_fingerprint" in z.files else "")
         if table.losses.shape[0] != table.sparsity.shape[0] or table.losses.shape[0] > table.grid.shape[0]:
             raise ValueError(f"{path}: inconsistent shapes")
         check_loss_table(table.losses)
@@ -106,85 +108,6 @@ def cached_loss_table(
                   keep=lambda table: table.complete)
 
 
-def _batches(n: int, batch_size: int) -> list[slice]:
-    return [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-
-
-def _fast_layout(t: torch.Tensor) -> torch.Tensor:
-    """channels_last for 4-D tensors: oneDNN convolutions run ~3x faster on CPU in that layout
-    (measured on the MNIST CNN); the values are the same, only the memory order changes."""
-    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
-
-
-def _forward(model: nn.Module, weights: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    return functional_call(model, {k: _fast_layout(v) for k, v in weights.items()}, (_fast_layout(x),))
-
-
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {**{k: v.detach() for k, v in model.named_parameters()}, **{k: v.detach() for k, v in model.named_buffers()}}
-
-
-@torch.inference_mode()
-def forward_batched(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    weights: dict[str, torch.Tensor] | None = None,
-    batch_size: int = 500,
-) -> list[torch.Tensor]:
-    """Model outputs over ``inputs`` in batches, optionally with substituted ``weights``.
-
-    Uses the same forward as the sweep (layout and batching), so the export check and
-    verification agree with the loss table bit for bit.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    weights = _state(model) if weights is None else weights
-    return [_forward(model, weights, inputs[b].to(device)) for b in _batches(inputs.shape[0], batch_size)]
-
-
-Batch = tuple[torch.Tensor, torch.Tensor | None]
-
-
-def as_batches(data: Any, batch_size: int = 500) -> Callable[[], Iterator[Batch]]:
-    """A re-iterable source of (inputs, targets-or-None) batches, in a fixed order.
-
-    Accepts a DataLoader (or any re-iterable of batches: tensors, (x,) or (x, y) tuples or
-    lists), a tensor of inputs, or a tuple (inputs, targets).
-    """
-    if isinstance(data, torch.Tensor):
-        data = (data, None)
-    if isinstance(data, tuple) and len(data) in (1, 2) and isinstance(data[0], torch.Tensor):
-        inputs = data[0]
-        targets = data[1] if len(data) == 2 else None
-        if targets is not None and targets.shape[0] != inputs.shape[0]:
-            raise ValueError(f"inputs and targets differ in length: {inputs.shape[0]} vs {targets.shape[0]}")
-
-        def tensors() -> Iterator[Batch]:
-            for b in _batches(inputs.shape[0], batch_size):
-                yield inputs[b], None if targets is None else targets[b]
-
-        return tensors
-    sampler = getattr(data, "sampler", None)
-    if isinstance(sampler, torch.utils.data.RandomSampler):
-        raise ValueError(
-            "the calibration DataLoader shuffles (RandomSampler): certificates record point indices, "
-            "so the order must be fixed; build it with shuffle=False"
-        )
-    if not hasattr(data, "__iter__"):
-        raise TypeError(f"calibration data must be a DataLoader, a tensor or (inputs, targets); got {type(data).__name__}")
-
-    def loader() -> Iterator[Batch]:
-        for batch in data:
-            if isinstance(batch, torch.Tensor):
-                yield batch, None
-            elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-                yield batch[0], (batch[1] if len(batch) > 1 else None)
-            else:
-                raise TypeError(f"batches must be tensors or (inputs, targets) tuples; got {type(batch).__name__}")
-
-    return loader
-
-
 @torch.inference_mode()
 def compute_loss_table(
     model: nn.Module,
@@ -211,7 +134,7 @@ def compute_loss_table(
     batches = as_batches(data, batch_size)
     model.eval()
     device = next(model.parameters()).device
-    state = _state(model)
+    state = model_state(model)
     params = {k: state[k] for k in family.ranks}
     t0 = time.perf_counter()
     chunk = grid.size if stop is None else max(1, lambda_chunk)
@@ -233,13 +156,13 @@ def compute_loss_table(
             if loss.labeled and y is None:
                 raise ValueError(f"loss {loss.name!r} needs targets, but the data yields inputs only")
             t = time.perf_counter()
-            dense = _forward(model, state, x)
+            dense = forward(model, state, x)
             if c0 == 0:
                 dense_seconds += time.perf_counter() - t
                 fp.update(x, y)
             for i, lam in enumerate(lams):
                 t = time.perf_counter()
-                out = _forward(model, {**state, **family.apply(params, lam)}, x)
+                out = forward(model, {**state, **family.apply(params, lam)}, x)
                 values = loss(dense, out, y)
                 if not isinstance(values, torch.Tensor) or values.shape != (x.shape[0],):
                     shape = getattr(values, "shape", type(values).__name__)

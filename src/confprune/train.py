@@ -10,7 +10,6 @@ file lock instead of training the same model twice.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -24,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import atomic_write, cached, content_key
+from .cache import cached
 from .data import TaskData
+from .integrity import content_key, state_dict_checksum
 from .models import build_model
 from .pruning.trajectory import WelfordTracker
 
@@ -57,20 +57,6 @@ def cache_key(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], trai
             "seed": int(seed),
         }
     )
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def state_dict_checksum(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over names, dtypes, shapes and bytes of a state_dict, in sorted key order."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()
 
 
 def cross_entropy_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -112,7 +98,7 @@ METRICS = {"classification": _classification_metrics, "segmentation": _segmentat
 @torch.inference_mode()
 def dense_metrics(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, task: str, batch_size: int = 2000) -> dict[str, float]:
     """Dense model quality on a data set (accuracy; Dice and IoU for segmentation)."""
-    from .sweep import forward_batched  # the sweep's forward path: channels_last, small batches
+    from .forward import forward_batched  # the sweep's forward path: channels_last, small batches
 
     return METRICS[task](torch.cat(forward_batched(model, inputs, batch_size=min(batch_size, 500))), targets)
 

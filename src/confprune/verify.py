@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import StreamingFingerprint, fingerprint
-from .losses import Loss
+from .forward import as_batches, forward_batched
+from .integrity import StreamingFingerprint, fingerprint, state_dict_checksum
+from .losses import Loss, make_loss
 from .stats import pvalues_from_losses
-from .sweep import as_batches, forward_batched
-from .train import state_dict_checksum
 
 
 @dataclass
@@ -108,7 +107,11 @@ def verify_certificate(
     report.add("calibration fingerprint", cal_fp == cert["data"].get("calibration_fingerprint"),
                f"sha256 of the {idx.size} recorded calibration points")
 
-    loss_obj = resolve_loss(loss if loss is not None else cert["loss"]["name"], cert["loss"].get("tau", 0.5))
+    if loss is not None:
+        loss_obj = resolve_loss(loss)
+    else:
+        recorded = {k: v for k, v in cert["loss"].items() if k not in ("name", "binary", "labeled")}
+        loss_obj = make_loss(cert["loss"]["name"], **recorded)
     pruned = model
     try:
         pruned.load_state_dict(state, strict=True)
@@ -122,8 +125,8 @@ def verify_certificate(
         report.add("dense checksum", state_dict_checksum(dense_model.state_dict()) == cert["model"]["dense_checksum"],
                    "sha256 of the supplied dense model vs the certificate")
         dense_out = torch.cat(forward_batched(dense_model, cal_x, batch_size=batch_size))
-    elif loss_obj.name in ("label_01", "selective"):
-        dense_out = out  # these losses ignore the dense output
+    elif not loss_obj.reads_dense:
+        dense_out = out  # the loss ignores the dense output (a fact of the loss registry)
     else:
         report.add("dense model", False, f"loss {loss_obj.name!r} compares with the dense model: pass dense_model")
         return report

@@ -1,15 +1,20 @@
-"""Datasets behind a small registry: each entry says its task and how to load train and pool data."""
+"""Datasets behind a small registry: each entry says its task and how to load train and pool data.
+
+A dataset config's keys (besides ``name``) are its loader's keyword arguments: ``dataset=mnist``
+calls ``load_mnist_task(data_dir=..., pool_limit=..., ...)``; an unknown or misspelt key is refused
+at start-up by the config check, naming it (see :func:`confprune.schema.check_options`).
+"""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..integrity import fingerprint
 
 
 class _Deferred:
@@ -63,63 +68,29 @@ class TaskData:
         return self.__dict__["_pool_digest"]
 
 
-class StreamingFingerprint:
-    """sha256 of a data set fed batch by batch: inputs and targets hashed separately, then
-    combined with dtypes, per-sample shapes and the count. Any batching gives the same digest."""
-
-    def __init__(self) -> None:
-        self._hx, self._hy = hashlib.sha256(), hashlib.sha256()
-        self._meta: tuple | None = None
-        self.count = 0
-
-    def update(self, inputs: torch.Tensor, targets: torch.Tensor | None) -> None:
-        x = inputs.detach().cpu().contiguous()
-        y = None if targets is None else targets.detach().cpu().contiguous()
-        meta = (str(x.dtype), tuple(x.shape[1:]), None if y is None else (str(y.dtype), tuple(y.shape[1:])))
-        if self._meta is not None and meta != self._meta:
-            raise ValueError(f"batches disagree in dtype or per-sample shape: {meta} vs {self._meta}")
-        self._meta = meta
-        self._hx.update(x.numpy().tobytes())
-        if y is not None:
-            self._hy.update(y.numpy().tobytes())
-        self.count += int(x.shape[0])
-
-    def hexdigest(self) -> str:
-        h = hashlib.sha256(repr((self._meta, self.count)).encode())
-        h.update(self._hx.digest())
-        h.update(self._hy.digest())
-        return h.hexdigest()
-
-
-def fingerprint(inputs: torch.Tensor, targets: torch.Tensor | None, indices: np.ndarray | None = None) -> str:
-    """sha256 of (inputs, targets), optionally restricted to ``indices`` in that order."""
-    x, y = inputs, targets
-    if indices is not None:
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        x, y = x[idx], None if y is None else y[idx]
-    fp = StreamingFingerprint()
-    fp.update(x, y)
-    return fp.hexdigest()
-
-
 @dataclass(frozen=True)
 class DatasetEntry:
+    """A registered dataset: its task, its loader and a cheap pool-size function (no loading;
+    None when the size is known only after listing files). Both take the config's keyword arguments."""
+
     task: str
-    pool_size: Callable[[Mapping[str, Any]], int | None]  # cheap: no loading (None: known only after listing)
-    load: Callable[[Mapping[str, Any]], TaskData]
+    load: Callable[..., TaskData]
+    pool_size: Callable[..., int | None]
 
 
-def _limit(n: int, limit: Any) -> int:
-    return n if limit is None else min(n, int(limit))
+def limit(n: int, k: int | None) -> int:
+    """``n`` capped at ``k`` (``None``: no cap); the ``train_limit`` / ``pool_limit`` options."""
+    return n if k is None else min(n, int(k))
 
 
-def _load_mnist(cfg: Mapping[str, Any]) -> TaskData:
+def _mnist_task(data_dir: str, download: bool = True, download_timeout: float = 10,
+                train_limit: int | None = None, pool_limit: int | None = None) -> TaskData:
+    """MNIST: the 60k training set trains; the first ``pool_limit`` of the 10k test images are the pool."""
     from .mnist import load_mnist, normalise
 
-    args = (cfg["data_dir"], cfg.get("download", True), cfg.get("download_timeout", 10))
+    args = (data_dir, download, download_timeout)
     arrays = load_mnist(*args, keys=("train_labels", "test_images", "test_labels"))
-    n_train = _limit(60000, cfg.get("train_limit"))
-    n_pool = _limit(10000, cfg.get("pool_limit"))
+    n_train, n_pool = limit(60000, train_limit), limit(10000, pool_limit)
 
     def train_inputs() -> torch.Tensor:  # 60k images: decoded only when training or scoring needs them
         return torch.from_numpy(normalise(load_mnist(*args, keys=("train_images",))["train_images"][:n_train]))
@@ -134,89 +105,35 @@ def _load_mnist(cfg: Mapping[str, Any]) -> TaskData:
     )
 
 
-def _polyp_root(cfg: Mapping[str, Any]) -> tuple[Path, bool]:
-    """(root, synthetic): the real archive when dataset.root is set, else the synthetic tree."""
-    if cfg.get("root"):
-        return Path(cfg["root"]), False
-    return Path(cfg["data_dir"]) / "PolypGen_synthetic", True
+def _mnist_pool_size(data_dir: str, download: bool = True, download_timeout: float = 10,
+                     train_limit: int | None = None, pool_limit: int | None = None) -> int:
+    return limit(10000, pool_limit)
 
 
-def _polyp_split(cfg: Mapping[str, Any]) -> tuple[list[int], list[int]]:
-    return [int(c) for c in cfg["train_centres"]], [int(c) for c in cfg["pool_centres"]]
+def _registry() -> dict[str, DatasetEntry]:
+    from .polyp import load_polyp_task, polyp_pool_size
+
+    return {
+        "mnist": DatasetEntry("classification", _mnist_task, _mnist_pool_size),
+        "polypgen": DatasetEntry("segmentation", load_polyp_task, polyp_pool_size),
+    }
 
 
-def _random_group_split(samples: list, pool_fraction: float, seed: int) -> tuple[list, list]:
-    """Patient-disjoint random split (ours): the unit is a sample's group — its sequence folder
-    (one patient) or its centre — and whole groups go to the pool with a seeded draw."""
-    groups = sorted({s.group for s in samples})
-    if len(groups) < 2:
-        raise ValueError(f"dataset.split=random_groups needs at least 2 groups, found {groups}")
-    order = np.random.default_rng(int(seed)).permutation(len(groups))
-    n_pool = min(len(groups) - 1, max(1, round(pool_fraction * len(groups))))
-    pool_groups = {groups[i] for i in order[:n_pool]}
-    return [s for s in samples if s.group not in pool_groups], [s for s in samples if s.group in pool_groups]
+DATASETS: dict[str, DatasetEntry] = _registry()
 
 
-def _polyp_pool_size(cfg: Mapping[str, Any]) -> int | None:
-    if cfg.get("split", "centres") != "centres":
-        return None  # decided by a seeded draw over groups: checked once the data is listed
-    root, synthetic = _polyp_root(cfg)
-    _, pool_c = _polyp_split(cfg)
-    if synthetic:
-        syn = cfg["synthetic"]
-        n = syn["n_per_centre"] * len(pool_c) + (syn["n_sequences"] * syn["frames"] if cfg.get("pool_sequences") else 0)
-    else:
-        n = sum(len(list((root / f"data_C{c}" / f"images_C{c}").glob("*.jpg"))) for c in pool_c)
-        if cfg.get("pool_sequences"):
-            n += len(list((root / "sequenceData" / "positive").glob("seq*/images_seq*/*.jpg")))
-    return _limit(n, cfg.get("pool_limit"))
-
-
-def _load_polyp(cfg: Mapping[str, Any]) -> TaskData:
-    from .polyp import generate_synthetic, is_synthetic, list_samples, load_arrays, make_augment
-
-    root, synthetic = _polyp_root(cfg)
-    if synthetic:
-        syn = cfg["synthetic"]
-        generate_synthetic(root, syn["n_per_centre"], syn["n_sequences"], syn["frames"], syn["seed"])
-    train_c, pool_c = _polyp_split(cfg)
-    mode = cfg.get("split", "centres")
-    if mode == "random_groups":
-        everything = list_samples(root, sorted(set(train_c) | set(pool_c)), sequences=bool(cfg.get("pool_sequences")))
-        train, pool = _random_group_split(everything, float(cfg.get("pool_fraction", 0.5)), int(cfg.get("split_seed", 0)))
-    elif mode == "centres":
-        if set(train_c) & set(pool_c):
-            raise ValueError(f"dataset.train_centres {train_c} and dataset.pool_centres {pool_c} overlap")
-        train = list_samples(root, train_c, sequences=False)
-        pool = list_samples(root, pool_c, sequences=bool(cfg.get("pool_sequences")))
-    else:
-        raise ValueError(f"dataset.split={mode!r} is not allowed; choose centres or random_groups")
-    train = train[: _limit(len(train), cfg.get("train_limit"))]
-    pool = pool[: _limit(len(pool), cfg.get("pool_limit"))]
-    size = int(cfg["image_size"])
-    xt, yt = load_arrays(train, size)
-    xp, yp = load_arrays(pool, size)
-    synthetic = synthetic or is_synthetic(root)
-    return TaskData(
-        train_inputs=torch.from_numpy(xt), train_targets=torch.from_numpy(yt),
-        pool_inputs=torch.from_numpy(xp), pool_targets=torch.from_numpy(yp),
-        task="segmentation", synthetic=synthetic,
-        description=(f"{'SYNTHETIC stand-in for ' if synthetic else ''}PolypGen at {root}: "
-                     f"train groups {sorted({s.group for s in train})} ({len(train)} images), "
-                     f"pool groups {sorted({s.group for s in pool})} ({len(pool)} images), {size}×{size}"),
-        augment=make_augment() if cfg.get("augment", True) else None,
-    )
-
-
-DATASETS: dict[str, DatasetEntry] = {
-    "polypgen": DatasetEntry(task="segmentation", pool_size=_polyp_pool_size, load=_load_polyp),
-    "mnist": DatasetEntry(
-        task="classification",
-        pool_size=lambda cfg: _limit(10000, cfg.get("pool_limit")),
-        load=_load_mnist,
-    ),
-}
+def dataset_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The loader's keyword arguments in a dataset config (every key but ``name``)."""
+    return {k: v for k, v in dict(cfg).items() if k != "name"}
 
 
 def load_dataset(cfg: Mapping[str, Any]) -> TaskData:
-    return DATASETS[cfg["name"]].load(cfg)
+    """Load the dataset a config names: ``DATASETS[cfg["name"]].load(**options)``."""
+    return DATASETS[cfg["name"]].load(**dataset_options(cfg))
+
+
+def pool_size(cfg: Mapping[str, Any]) -> int | None:
+    """The evaluation pool's size without loading anything (None: known only after listing)."""
+    return DATASETS[cfg["name"]].pool_size(**dataset_options(cfg))
+
+

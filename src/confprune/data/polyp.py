@@ -21,10 +21,14 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from . import TaskData
 
 log = logging.getLogger(__name__)
 
@@ -248,3 +252,99 @@ def make_augment():
 
 def is_synthetic(root: str | Path) -> bool:
     return (Path(root) / SYNTHETIC_MARKER).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset entry: ``dataset=polypgen``'s keys are these functions' keyword arguments
+
+DEFAULT_SYNTHETIC = {"n_per_centre": 150, "n_sequences": 4, "frames": 25, "seed": 0}
+
+
+def _root(data_dir: str, root: str | None) -> tuple[Path, bool]:
+    """(root, synthetic): the real archive when ``root`` is set, else the synthetic tree."""
+    if root:
+        return Path(root), False
+    return Path(data_dir) / "PolypGen_synthetic", True
+
+
+def random_group_split(samples: list[Sample], pool_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Patient-disjoint random split (ours): the unit is a sample's group — its sequence folder
+    (one patient) or its centre — and whole groups go to the pool with a seeded draw."""
+    groups = sorted({s.group for s in samples})
+    if len(groups) < 2:
+        raise ValueError(f"dataset.split=random_groups needs at least 2 groups, found {groups}")
+    order = np.random.default_rng(int(seed)).permutation(len(groups))
+    n_pool = min(len(groups) - 1, max(1, round(pool_fraction * len(groups))))
+    pool_groups = {groups[i] for i in order[:n_pool]}
+    return [s for s in samples if s.group not in pool_groups], [s for s in samples if s.group in pool_groups]
+
+
+def polyp_pool_size(
+    data_dir: str, root: str | None = None, split: str = "centres", train_centres: Sequence[int] = (1, 2, 3),
+    pool_centres: Sequence[int] = (4, 5, 6), pool_sequences: bool = False, pool_fraction: float = 0.5,
+    split_seed: int = 0, image_size: int = 64, augment: bool = True, train_limit: int | None = None,
+    pool_limit: int | None = None, synthetic: dict | None = None,
+) -> int | None:
+    """The pool's size from the config alone (None for ``random_groups``: decided by a seeded
+    draw over groups, checked once the data is listed)."""
+    from . import limit
+
+    if split != "centres":
+        return None
+    base, is_syn = _root(data_dir, root)
+    if is_syn:
+        syn = {**DEFAULT_SYNTHETIC, **dict(synthetic or {})}
+        n = syn["n_per_centre"] * len(pool_centres) + (syn["n_sequences"] * syn["frames"] if pool_sequences else 0)
+    else:
+        n = sum(len(list((base / f"data_C{c}" / f"images_C{c}").glob("*.jpg"))) for c in pool_centres)
+        if pool_sequences:
+            n += len(list((base / "sequenceData" / "positive").glob("seq*/images_seq*/*.jpg")))
+    return limit(n, pool_limit)
+
+
+def load_polyp_task(
+    data_dir: str, root: str | None = None, split: str = "centres", train_centres: Sequence[int] = (1, 2, 3),
+    pool_centres: Sequence[int] = (4, 5, 6), pool_sequences: bool = False, pool_fraction: float = 0.5,
+    split_seed: int = 0, image_size: int = 64, augment: bool = True, train_limit: int | None = None,
+    pool_limit: int | None = None, synthetic: dict | None = None,
+) -> TaskData:
+    """PolypGen (or its synthetic stand-in) as training data and an evaluation pool.
+
+    ``split="centres"``: train on ``train_centres``, pool = ``pool_centres`` (+ sequence frames with
+    ``pool_sequences``); ``split="random_groups"``: whole groups drawn into the pool at random
+    (``pool_fraction``, ``split_seed``). ``synthetic``: the generator's settings when ``root`` is
+    unset (n_per_centre, n_sequences, frames, seed).
+    """
+    import torch
+
+    from . import TaskData, limit
+
+    base, is_syn = _root(data_dir, root)
+    if is_syn:
+        syn = {**DEFAULT_SYNTHETIC, **dict(synthetic or {})}
+        generate_synthetic(base, syn["n_per_centre"], syn["n_sequences"], syn["frames"], syn["seed"])
+    train_c, pool_c = [int(c) for c in train_centres], [int(c) for c in pool_centres]
+    if split == "random_groups":
+        everything = list_samples(base, sorted(set(train_c) | set(pool_c)), sequences=bool(pool_sequences))
+        train, pool = random_group_split(everything, float(pool_fraction), int(split_seed))
+    elif split == "centres":
+        if set(train_c) & set(pool_c):
+            raise ValueError(f"dataset.train_centres {train_c} and dataset.pool_centres {pool_c} overlap")
+        train = list_samples(base, train_c, sequences=False)
+        pool = list_samples(base, pool_c, sequences=bool(pool_sequences))
+    else:
+        raise ValueError(f"dataset.split={split!r} is not allowed; choose centres or random_groups")
+    train = train[: limit(len(train), train_limit)]
+    pool = pool[: limit(len(pool), pool_limit)]
+    xt, yt = load_arrays(train, int(image_size))
+    xp, yp = load_arrays(pool, int(image_size))
+    is_syn = is_syn or is_synthetic(base)
+    return TaskData(
+        train_inputs=torch.from_numpy(xt), train_targets=torch.from_numpy(yt),
+        pool_inputs=torch.from_numpy(xp), pool_targets=torch.from_numpy(yp),
+        task="segmentation", synthetic=is_syn,
+        description=(f"{'SYNTHETIC stand-in for ' if is_syn else ''}PolypGen at {base}: "
+                     f"train groups {sorted({s.group for s in train})} ({len(train)} images), "
+                     f"pool groups {sorted({s.group for s in pool})} ({len(pool)} images), {image_size}×{image_size}"),
+        augment=make_augment() if augment else None,
+    )

@@ -1,12 +1,21 @@
-"""Pruning: criteria (scores) and the nested mask family built from them."""
+"""Pruning: criteria (scores) and the nested mask family built from them.
+
+A ``pruning`` config's keys are :func:`build_family`'s keyword arguments — ``criterion``,
+``scope``, ``include_bias``, ``include_norm``, ``seed`` — plus the chosen criterion's own options
+(its keyword-only arguments, e.g. ``eps`` for M&U, ``batch_size`` for SiPP). New criteria register
+in ``CRITERIA`` (a scoring function) or ``FAMILIES`` (a family that is not a plain ranking).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .hybrid import HybridFamily
 from .masks import SCOPES, PruningFamily, n_pruned, prunable_parameters
 from .scores import (
@@ -20,19 +29,49 @@ from .scores import (
     sipp_scores,
 )
 
+
+def sipp_hybrid_family(
+    model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext, scope: str, *,
+    batch_size: int | None = None, delta_failure: float = 1e-16,
+) -> PruningFamily:
+    """SiPP hybrid (see :mod:`.hybrid`): deterministic SiPP ranks plus per-group importance
+    sampling; ``delta_failure`` is the sampling bound's failure probability δ_f (ours: 1e-16)."""
+    sens = sipp_scores(model, pool, ctx, batch_size=batch_size)
+    base = PruningFamily.from_scores(sens, scope=scope, criterion="sipp")
+    patches = sipp_patches(model, ctx.training_batch(0)[:1])  # the batch sipp_scores drew
+    return HybridFamily(base, sens, pool, patches, seed=ctx.seed, delta_failure=float(delta_failure))
+
+
+#: families that are not a plain ranking of scores: (model, pool, ctx, scope, **options) -> family
+FAMILIES: dict[str, Callable[..., PruningFamily]] = {"sipp_hybrid": sipp_hybrid_family}
+#: every criterion a config may name
+ALL_CRITERIA = (*CRITERIA, *FAMILIES)
 #: criteria that read a batch of training inputs (data-informed)
 NEEDS_SCORE_INPUTS = frozenset({"sipp", "sipp_hybrid"})
-#: every criterion a config may name (sipp_hybrid builds on the sipp scores)
-ALL_CRITERIA = (*CRITERIA, "sipp_hybrid")
+#: build_family's own keyword arguments that a config may set (criterion options come on top)
+FAMILY_KEYS = ("criterion", "scope", "include_bias", "include_norm", "seed")
 
 
-def score_batch(train_inputs: Any, size: int, seed: int) -> tuple[Any, Any]:
-    """A seeded batch of *training* inputs for data-informed criteria: (inputs, indices)."""
-    import torch
+def criterion_options(criterion: str) -> dict[str, inspect.Parameter]:
+    """The options (keyword-only arguments) of a registered criterion."""
+    fn = CRITERIA.get(criterion) or FAMILIES[criterion]
+    return {n: p for n, p in inspect.signature(fn).parameters.items() if p.kind == inspect.Parameter.KEYWORD_ONLY}
 
-    n = train_inputs.shape[0]
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[: min(size, n)]
-    return train_inputs[idx], idx
+
+def check_pruning_options(options: Mapping[str, Any], group: str = "pruning") -> None:
+    """Check a pruning config against :func:`build_family` and the criterion's own options;
+    raises :class:`ConfigError` naming ``<group>.<key>``."""
+    from ..schema import check_options
+
+    criterion = options.get("criterion", "magnitude")
+    if criterion not in ALL_CRITERIA:
+        raise ConfigError(f"{group}.criterion", criterion, ", ".join(ALL_CRITERIA))
+    if options.get("scope", "global") not in SCOPES:
+        raise ConfigError(f"{group}.scope", options.get("scope"), ", ".join(SCOPES))
+    own = {n: p for n, p in inspect.signature(build_family).parameters.items() if n in FAMILY_KEYS}
+    scorer = CRITERIA.get(criterion) or FAMILIES[criterion]
+    check_options(group, scorer, options, skip=("model", "pool", "ctx", "scope"), also=own,
+                  what=f"pruning with criterion {criterion!r}")
 
 
 def build_family(
@@ -42,31 +81,39 @@ def build_family(
     include_bias: bool = True,
     include_norm: bool = True,
     seed: int = 0,
-    options: Mapping[str, Any] | None = None,
+    *,
     trajectory: Mapping[str, Any] | None = None,
-    score_inputs: Any = None,
+    score_inputs: torch.Tensor | None = None,
+    train_inputs: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+    **options: Any,
 ) -> PruningFamily:
     """Score the pool of ``model`` with ``criterion`` and rank once into a :class:`PruningFamily`.
 
-    ``trajectory``: training statistics for M&U; ``score_inputs``: a batch of *training* inputs
-    for data-informed criteria (SiPP) — never calibration or test data.
+    ``options``: the criterion's own keyword arguments (``eps`` for mu; ``batch_size`` for sipp,
+    plus ``delta_failure`` for sipp_hybrid). ``trajectory``: training statistics for M&U;
+    ``score_inputs`` (a batch) or ``train_inputs`` (the training set, a seeded batch is drawn):
+    *training* inputs for data-informed criteria (SiPP) — never calibration or test data. The
+    family's ``score_info`` says where such a batch came from.
     """
     if criterion not in ALL_CRITERIA:
         raise ValueError(f"unknown pruning.criterion={criterion!r}; allowed: {', '.join(ALL_CRITERIA)}")
+    allowed = criterion_options(criterion)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"criterion {criterion!r} has no option {unknown[0]!r}; its options: {', '.join(allowed) or 'none'}")
     pool = prunable_parameters(model, include_bias=include_bias, include_norm=include_norm)
-    ctx = ScoreContext(seed=seed, options=dict(options or {}), trajectory=dict(trajectory or {}), score_inputs=score_inputs)
-    if criterion == "sipp_hybrid":
-        sens = CRITERIA["sipp"](model, pool, ctx)
-        base = PruningFamily.from_scores(sens, scope=scope, criterion="sipp")
-        patches = sipp_patches(model, score_inputs[:1])
-        delta_f = float(dict(options or {}).get("delta_failure", 1e-16))
-        return HybridFamily(base, sens, pool, patches, seed=seed, delta_failure=delta_f)
-    scores = CRITERIA[criterion](model, pool, ctx)
-    return PruningFamily.from_scores(scores, scope=scope, criterion=criterion)
+    ctx = ScoreContext(seed=seed, trajectory=dict(trajectory or {}), score_inputs=score_inputs, train_inputs=train_inputs)
+    if criterion in FAMILIES:
+        family = FAMILIES[criterion](model, pool, ctx, scope, **options)
+    else:
+        family = PruningFamily.from_scores(CRITERIA[criterion](model, pool, ctx, **options), scope=scope, criterion=criterion)
+    family.score_info = ctx.info or None
+    return family
 
 
 __all__ = [
-    "ALL_CRITERIA", "HybridFamily", "NEEDS_SCORE_INPUTS", "score_batch",
-    "CRITERIA", "SCOPES", "PruningFamily", "ScoreContext", "build_family", "magnitude_scores",
-    "mu_scores", "n_pruned", "prunable_parameters", "random_scores", "sipp_batch_size", "sipp_scores",
+    "ALL_CRITERIA", "CRITERIA", "FAMILIES", "FAMILY_KEYS", "HybridFamily", "NEEDS_SCORE_INPUTS", "SCOPES",
+    "PruningFamily", "ScoreContext", "build_family", "check_pruning_options", "criterion_options",
+    "magnitude_scores", "mu_scores", "n_pruned", "prunable_parameters", "random_scores", "sipp_batch_size",
+    "sipp_scores",
 ]

@@ -63,6 +63,7 @@ class PruningFamily:
         self.group_sizes = [sum(self.ranks[n].numel() for n in names) for names in groups]
         self.criterion = criterion
         self.scope = scope
+        self.score_info: dict | None = None  # provenance of a data-informed criterion's batch
 
     @classmethod
     def from_scores(cls, scores: Mapping[str, torch.Tensor], scope: str = "global", criterion: str = "") -> PruningFamily:

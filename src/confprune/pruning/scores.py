@@ -22,15 +22,37 @@ from .trajectory import trajectory_std
 
 @dataclass
 class ScoreContext:
-    """What a criterion may use besides the weights."""
+    """What a criterion may use besides the weights (its options are its keyword arguments).
+
+    Data-informed criteria read ``score_inputs`` (a batch of *training* inputs) or, when it is not
+    given, draw a seeded batch from ``train_inputs`` (a tensor, or a zero-argument function
+    returning one, so that the training set is decoded only when needed); they record where the
+    batch came from in ``info``. Never calibration or test data.
+    """
 
     seed: int = 0
-    options: Mapping[str, Any] = field(default_factory=dict)
     trajectory: Mapping[str, torch.Tensor] = field(default_factory=dict)  # M&U statistics
-    score_inputs: torch.Tensor | None = None  # SiPP: a batch of training inputs, never pool data
+    score_inputs: torch.Tensor | None = None
+    train_inputs: torch.Tensor | Callable[[], torch.Tensor] | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # provenance of data-informed scores
+
+    def training_batch(self, size: int) -> torch.Tensor:
+        """The criterion's batch of training inputs: ``score_inputs`` if given, else a seeded draw
+        of ``size`` inputs from ``train_inputs`` (kept, so later calls return the same batch)."""
+        if self.score_inputs is None:
+            if self.train_inputs is None:
+                raise ValueError("this criterion needs a batch of training inputs (score_inputs) and none was given")
+            source = self.train_inputs() if callable(self.train_inputs) else self.train_inputs
+            n = source.shape[0]
+            idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(self.seed)))[: min(int(size), n)]
+            self.score_inputs = source[idx]
+            self.info = {"source": "training set", "size": int(idx.numel()), "seed": int(self.seed)}
+        elif not self.info:
+            self.info = {"source": "given", "size": int(self.score_inputs.shape[0])}
+        return self.score_inputs
 
 
-Criterion = Callable[[nn.Module, Mapping[str, torch.Tensor], ScoreContext], dict[str, torch.Tensor]]
+Criterion = Callable[..., dict[str, torch.Tensor]]  # (model, pool, ctx, **options) -> scores
 
 
 def magnitude_scores(model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext) -> dict[str, torch.Tensor]:
@@ -44,7 +66,9 @@ def random_scores(model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: Score
     return {n: torch.rand(p.shape, generator=gen, dtype=torch.float64) for n, p in pool.items()}
 
 
-def mu_scores(model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext) -> dict[str, torch.Tensor]:
+def mu_scores(
+    model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext, *, eps: float = 1e-8
+) -> dict[str, torch.Tensor]:
     """M&U (ours, after the Wald statistic): |w_T| / (σ̂ + ε), σ̂ the std of the weight over the last
     K epochs of its training trajectory. Invariant to rescaling a layer (and its trajectory) by c."""
     if not ctx.trajectory:
@@ -53,7 +77,7 @@ def mu_scores(model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreCont
             "has none: retrain with trainer.trajectory.enabled=true (pruning=mu turns it on; the model "
             "is then trained once more and cached separately)"
         )
-    eps = float(ctx.options.get("eps", 1e-8))
+    eps = float(eps)
     return {n: p.detach().abs().double() / (trajectory_std(ctx.trajectory, n).double() + eps) for n, p in pool.items()}
 
 
@@ -119,26 +143,28 @@ def sipp_patches(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     return out
 
 
-def sipp_scores(model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext) -> dict[str, torch.Tensor]:
-    """Deterministic SiPP: empirical sensitivities of Linear/Conv2d weights over a training batch.
+def sipp_scores(
+    model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext, *, batch_size: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Deterministic SiPP: empirical sensitivities of Linear/Conv2d weights over a training batch
+    of ``batch_size`` inputs (None: the paper code's |S|, :func:`sipp_batch_size`).
 
     Biases and other parameters have no sensitivity: they must be excluded from the pool
     (pruning=sipp sets include_bias=false, include_norm=false).
     """
-    if ctx.score_inputs is None:
-        raise ValueError("pruning.criterion=sipp needs a batch of training inputs (ScoreContext.score_inputs)")
     modules = dict(model.named_modules())
-    inputs = layer_inputs(model, ctx.score_inputs)
-    scores: dict[str, torch.Tensor] = {}
-    for name, w in pool.items():
+    for name in pool:  # checked before the training batch is drawn (and possibly decoded)
         mod_name, _, pname = name.rpartition(".")
-        mod = modules.get(mod_name)
-        if pname != "weight" or not isinstance(mod, (nn.Linear, nn.Conv2d)):
+        if pname != "weight" or not isinstance(modules.get(mod_name), (nn.Linear, nn.Conv2d)):
             raise ValueError(
                 f"SiPP defines sensitivities for Linear/Conv2d weights only, not {name!r}: "
                 "use pruning.include_bias=false and pruning.include_norm=false"
             )
-        a = inputs[mod_name]
+    inputs = layer_inputs(model, ctx.training_batch(batch_size or sipp_batch_size(model)))
+    scores: dict[str, torch.Tensor] = {}
+    for name, w in pool.items():
+        mod_name = name.rpartition(".")[0]
+        mod, a = modules[mod_name], inputs[mod_name]
         if isinstance(mod, nn.Linear):
             acts = _nonneg_copies(a.reshape(-1, a.shape[-1]))[:, :, None]  # (B, J, 1)
             scores[name] = _sensitivity(w.detach().reshape(w.shape[0], -1), acts).reshape(w.shape)

@@ -5,6 +5,7 @@ from .fwer import (
     NOT_CERTIFIED,
     Bonferroni,
     FixedSequence,
+    FwerProcedure,
     Holm,
     MultiStartFixedSequence,
     certified_index,
@@ -40,7 +41,7 @@ from .pvalues import (
 )
 
 __all__ = [
-    "BINARY_ONLY", "BOUNDS", "FWERS", "NOT_CERTIFIED", "Bonferroni", "Calibration", "FixedSequence",
+    "BINARY_ONLY", "BOUNDS", "FWERS", "NOT_CERTIFIED", "Bonferroni", "Calibration", "FixedSequence", "FwerProcedure",
     "Holm", "IidValidation", "draw_iid_calibration", "iid_validation", "MultiStartFixedSequence", "SplitValidation", "Splits", "bentkus_pvalue",
     "binomial_pvalue", "calibrate", "certified_index", "check_loss_table", "clopper_pearson",
     "draw_splits", "h1", "hb_pvalue", "hoeffding_pvalue", "is_binary", "make_fwer",

@@ -8,13 +8,14 @@ rejected set is empty. "Nothing certified" is an explicit result, never the most
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
 
+from ..errors import OptionError
+
 FwerName = Literal["fixed_sequence", "bonferroni", "holm", "multistart"]
-FWERS: tuple[str, ...] = ("fixed_sequence", "bonferroni", "holm", "multistart")
 NOT_CERTIFIED = -1
 
 
@@ -101,8 +102,8 @@ class MultiStartFixedSequence:
     name: str = "multistart"
 
     def __post_init__(self) -> None:
-        if int(self.n_starts) != self.n_starts or self.n_starts < 1:
-            raise ValueError(f"fwer.n_starts must be a positive integer, got {self.n_starts!r}")
+        if isinstance(self.n_starts, bool) or not isinstance(self.n_starts, int) or self.n_starts < 1:
+            raise OptionError("n_starts", self.n_starts, "an integer ≥ 1")
 
     def starts(self, g: int) -> np.ndarray:
         return np.unique(np.round(np.linspace(0, g - 1, min(self.n_starts, g))).astype(int))
@@ -122,18 +123,33 @@ class MultiStartFixedSequence:
 
 FwerProcedure = FixedSequence | Bonferroni | Holm | MultiStartFixedSequence
 
+#: registered procedures by name; an ``fwer`` config's keys besides ``name`` are the class's fields
+FWERS: dict[str, type] = {
+    "fixed_sequence": FixedSequence,
+    "bonferroni": Bonferroni,
+    "holm": Holm,
+    "multistart": MultiStartFixedSequence,
+}
 
-def make_fwer(name: str, **options: object) -> FwerProcedure:
-    """Build a procedure by name (``fixed_sequence``, ``bonferroni``, ``holm``, ``multistart``)."""
-    if name == "fixed_sequence":
-        return FixedSequence()
-    if name == "bonferroni":
-        return Bonferroni()
-    if name == "holm":
-        return Holm()
-    if name == "multistart":
-        return MultiStartFixedSequence(n_starts=int(options.get("n_starts", 4)))  # type: ignore[arg-type]
-    raise ValueError(f"unknown fwer procedure {name!r}; allowed: {', '.join(FWERS)}")
+
+def make_fwer(name: str | FwerProcedure, **options: object) -> FwerProcedure:
+    """A procedure by name with its options (``make_fwer("multistart", n_starts=8)``; an ``fwer``
+    config's keys are exactly these arguments), or the procedure object itself (MAPIE's
+    convention: options then travel inside the object)."""
+    if not isinstance(name, str):
+        if options:
+            raise OptionError("fwer", name, "a name when options are given, or a procedure object alone")
+        if not callable(getattr(name, "reject", None)):
+            raise OptionError("fwer", name, f"a name ({', '.join(FWERS)}) or an object with reject(p, delta)")
+        return name
+    if name not in FWERS:
+        raise OptionError("fwer", name, f"{', '.join(FWERS)} (or a procedure object)")
+    try:
+        return FWERS[name](**options)
+    except TypeError:
+        allowed = [f.name for f in fields(FWERS[name]) if f.name != "name"]
+        unknown = sorted(set(options) - set(allowed))
+        raise OptionError(unknown[0] if unknown else "fwer", options, f"the options of {name}: {', '.join(allowed) or 'none'}") from None
 
 
 def certified_index(rejected: np.ndarray) -> np.ndarray:

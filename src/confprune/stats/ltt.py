@@ -193,7 +193,7 @@ def iid_validation(
 ) -> IidValidation:
     """Exact validity check on a real loss table (method.md §5's known truth, from real data)."""
     losses = check_loss_table(losses)
-    procedure = make_fwer(fwer) if isinstance(fwer, str) else fwer
+    procedure = make_fwer(fwer)
     draws = draw_iid_calibration(losses.shape[1], n_cal, n_reps, seed)
     p, _ = split_pvalues(losses, draws, alpha=alpha, delta=delta, bound=bound)
     idx = certified_index(procedure.reject(p, delta))
@@ -296,7 +296,7 @@ def validate_splits(
             f"splits were drawn for a pool of {splits.cal_mask.shape[1]} points, "
             f"but the loss table has {losses.shape[1]}"
         )
-    procedure = make_fwer(fwer) if isinstance(fwer, str) else fwer
+    procedure = make_fwer(fwer)
     p, cal_risk_table = split_pvalues(losses, splits, alpha=alpha, delta=delta, bound=bound)
     rejected = procedure.reject(p, delta)
     idx = certified_index(rejected)
@@ -364,7 +364,7 @@ def calibrate(
     """
     cal_losses = check_loss_table(cal_losses, "calibration losses")
     check_bound_for_table(bound, cal_losses)
-    procedure = make_fwer(fwer) if isinstance(fwer, str) else fwer
+    procedure = make_fwer(fwer)
     g, n = cal_losses.shape
     sums = cal_losses.astype(np.float64).sum(axis=1)
     if bound in NEEDS_SEQUENCE and order_seed is not None:

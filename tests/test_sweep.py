@@ -1,0 +1,99 @@
+"""The λ sweep's hot loop: streaming data, early-stop chunking, the checks on every loss row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from confprune.losses import Loss, make_loss
+from confprune.pruning import build_family
+from confprune.sweep import compute_loss_table
+
+GRID = np.round(np.linspace(0.0, 0.9, 10), 10)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
+    x = torch.randn(300, 8)
+    y = model(x).argmax(1)
+    y[::7] = (y[::7] + 1) % 3  # some dense errors
+    return model, build_family(model), x, y
+
+
+def test_streaming_dataloader_equals_in_memory_tensors(setup):
+    model, family, x, y = setup
+    loss = make_loss("label_01")
+    ref = compute_loss_table(model, family, GRID, (x, y), loss, batch_size=64, progress=False)
+    loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=False)
+    streamed = compute_loss_table(model, family, GRID, loader, loss, batch_size=64, progress=False)
+    np.testing.assert_array_equal(streamed.losses, ref.losses)  # bit for bit
+    np.testing.assert_array_equal(streamed.sparsity, ref.sparsity)
+    assert streamed.data_fingerprint == ref.data_fingerprint
+    # The fingerprint does not depend on how the data is batched.
+    other = compute_loss_table(model, family, GRID, DataLoader(TensorDataset(x, y), batch_size=50), loss,
+                               batch_size=50, progress=False)
+    assert other.data_fingerprint == ref.data_fingerprint
+
+
+def test_rows_are_the_family_at_each_lambda(setup):
+    model, family, x, y = setup
+    table = compute_loss_table(model, family, GRID, (x, y), make_loss("label_01"), batch_size=100, progress=False)
+    assert table.losses.shape == (GRID.size, x.shape[0]) and table.complete
+    np.testing.assert_array_equal(table.sparsity, [family.sparsity(float(lam)) for lam in GRID])
+    for j in (0, 5, 9):  # each row is the pruned model's 0-1 loss at that λ, computed directly
+        weights = {**dict(model.named_parameters()), **family.apply(dict(model.named_parameters()), float(GRID[j]))}
+        out = torch.func.functional_call(model, {k: v.detach() for k, v in weights.items()}, (x,))
+        np.testing.assert_array_equal(table.losses[j], (out.argmax(1) != y).float().numpy())
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 10])
+def test_early_stop_keeps_the_prefix_exactly(setup, chunk):
+    model, family, x, y = setup
+    loss = make_loss("label_01")
+    full = compute_loss_table(model, family, GRID, (x, y), loss, batch_size=64, progress=False)
+    seen: list[int] = []
+
+    def stop(j: int, row: np.ndarray) -> bool:
+        seen.append(j)
+        return j == 4
+
+    cut = compute_loss_table(model, family, GRID, (x, y), loss, batch_size=64, stop=stop, lambda_chunk=chunk,
+                             progress=False)
+    assert seen == [0, 1, 2, 3, 4]  # called once per row, in order, until it says stop
+    assert cut.losses.shape[0] == 5 and not cut.complete
+    np.testing.assert_array_equal(cut.losses, full.losses[:5])
+    np.testing.assert_array_equal(cut.lambdas, GRID[:5])
+    assert cut.data_fingerprint == full.data_fingerprint
+
+
+def test_a_loss_outside_the_unit_interval_is_refused_naming_lambda(setup):
+    model, family, x, y = setup
+    bad = Loss("doubled", lambda d, p, t: 2.0 * (p.argmax(1) != t).float(), binary=False, labeled=True)
+    with pytest.raises(ValueError, match=r"outside \[0, 1\].*λ=0"):
+        compute_loss_table(model, family, GRID, (x, y), bad, progress=False)
+    nan = Loss("nan", lambda d, p, t: torch.full((p.shape[0],), float("nan")), binary=False, labeled=False)
+    with pytest.raises(ValueError, match="non-finite"):
+        compute_loss_table(model, family, GRID, (x, y), nan, progress=False)
+
+
+def test_a_loss_of_the_wrong_shape_or_without_targets_is_refused(setup):
+    model, family, x, y = setup
+    scalar = Loss("mean", lambda d, p, t: (p.argmax(1) != t).float().mean(), binary=False, labeled=True)
+    with pytest.raises(ValueError, match="one value per sample"):
+        compute_loss_table(model, family, GRID, (x, y), scalar, progress=False)
+    with pytest.raises(ValueError, match="needs targets"):
+        compute_loss_table(model, family, GRID, x, make_loss("label_01"), progress=False)
+
+
+def test_aux_statistics_are_pool_means(setup):
+    model, family, x, y = setup
+    table = compute_loss_table(model, family, GRID[:3], (x, y), make_loss("selective", tau=0.6), batch_size=64,
+                               progress=False)
+    out = model(x).detach()
+    abstained = (torch.softmax(out, 1).amax(1) < 0.6).float().mean().item()
+    assert table.aux["abstention"][0] == pytest.approx(abstained, abs=1e-12)
