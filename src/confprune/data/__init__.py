@@ -83,38 +83,20 @@ def limit(n: int, k: int | None) -> int:
     return n if k is None else min(n, int(k))
 
 
-def _mnist_task(data_dir: str, download: bool = True, download_timeout: float = 10,
-                train_limit: int | None = None, pool_limit: int | None = None) -> TaskData:
-    """MNIST: the 60k training set trains; the first ``pool_limit`` of the 10k test images are the pool."""
-    from .mnist import load_mnist, normalise
-
-    args = (data_dir, download, download_timeout)
-    arrays = load_mnist(*args, keys=("train_labels", "test_images", "test_labels"))
-    n_train, n_pool = limit(60000, train_limit), limit(10000, pool_limit)
-
-    def train_inputs() -> torch.Tensor:  # 60k images: decoded only when training or scoring needs them
-        return torch.from_numpy(normalise(load_mnist(*args, keys=("train_images",))["train_images"][:n_train]))
-
-    return TaskData(
-        train_inputs=train_inputs,
-        train_targets=torch.from_numpy(arrays["train_labels"][:n_train].astype(np.int64)),
-        pool_inputs=torch.from_numpy(normalise(arrays["test_images"][:n_pool])),
-        pool_targets=torch.from_numpy(arrays["test_labels"][:n_pool].astype(np.int64)),
-        task="classification",
-        description=f"MNIST: {n_train} training images; pool = first {n_pool} test images",
-    )
-
-
-def _mnist_pool_size(data_dir: str, download: bool = True, download_timeout: float = 10,
-                     train_limit: int | None = None, pool_limit: int | None = None) -> int:
+def _idx_pool_size(data_dir: str, download: bool = True, download_timeout: float = 10,
+                   train_limit: int | None = None, pool_limit: int | None = None, readonly: bool = False) -> int:
+    """MNIST-like IDX datasets: the pool is the first ``pool_limit`` of the 10k test images."""
     return limit(10000, pool_limit)
 
 
 def _registry() -> dict[str, DatasetEntry]:
+    from .fashion import load_fashion_task
+    from .mnist import load_mnist_task
     from .polyp import load_polyp_task, polyp_pool_size
 
     return {
-        "mnist": DatasetEntry("classification", _mnist_task, _mnist_pool_size),
+        "mnist": DatasetEntry("classification", load_mnist_task, _idx_pool_size),
+        "fashion_mnist": DatasetEntry("classification", load_fashion_task, _idx_pool_size),
         "polypgen": DatasetEntry("segmentation", load_polyp_task, polyp_pool_size),
     }
 

