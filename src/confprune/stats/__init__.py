@@ -1,5 +1,6 @@
 """Statistical core of confprune: p-values, FWER procedures and Learn-Then-Test (NumPy/SciPy only)."""
 
+from .drop import DROP_METHODS, drop_losses, drop_pvalues, drop_pvalues_from_losses, exact_drop_pvalue
 from .fwer import (
     FWERS,
     NOT_CERTIFIED,
@@ -26,6 +27,9 @@ from .ltt import (
     split_pvalues,
     validate_splits,
 )
+from .multirisk import PerClassRisk, combine_max, min_achievable_pvalue, per_class_pvalues, risk_pvalues
+from .pareto import ParetoResult, ParetoSplits, pareto_front, pareto_test, pareto_test_splits
+from .planner import Feasibility, Outcome, SampleSize, expected_outcome, feasibility, required_n
 from .pvalues import (
     BINARY_ONLY,
     BOUNDS,
@@ -41,6 +45,10 @@ from .pvalues import (
 )
 
 __all__ = [
+    "DROP_METHODS", "Feasibility", "Outcome", "ParetoResult", "ParetoSplits", "PerClassRisk", "SampleSize",
+    "combine_max", "drop_losses", "drop_pvalues", "drop_pvalues_from_losses", "exact_drop_pvalue",
+    "expected_outcome", "feasibility", "min_achievable_pvalue", "pareto_front", "pareto_test",
+    "pareto_test_splits", "per_class_pvalues", "required_n", "risk_pvalues",
     "BINARY_ONLY", "BOUNDS", "FWERS", "NOT_CERTIFIED", "Bonferroni", "Calibration", "FixedSequence", "FwerProcedure",
     "Holm", "IidValidation", "draw_iid_calibration", "iid_validation", "MultiStartFixedSequence", "SplitValidation", "Splits", "bentkus_pvalue",
     "binomial_pvalue", "calibrate", "certified_index", "check_loss_table", "clopper_pearson",
