@@ -1,6 +1,12 @@
 """Statistical core of confprune: p-values, FWER procedures and Learn-Then-Test (NumPy/SciPy only)."""
 
-from .drop import DROP_METHODS, drop_losses, drop_pvalues, drop_pvalues_from_losses, exact_drop_pvalue
+from .drop import (
+    DROP_METHODS,
+    drop_losses,
+    drop_pvalues,
+    drop_pvalues_from_losses,
+    exact_drop_pvalue,
+)
 from .fwer import (
     FWERS,
     NOT_CERTIFIED,
@@ -27,7 +33,13 @@ from .ltt import (
     split_pvalues,
     validate_splits,
 )
-from .multirisk import PerClassRisk, combine_max, min_achievable_pvalue, per_class_pvalues, risk_pvalues
+from .multirisk import (
+    PerClassRisk,
+    combine_max,
+    min_achievable_pvalue,
+    per_class_pvalues,
+    risk_pvalues,
+)
 from .pareto import ParetoResult, ParetoSplits, pareto_front, pareto_test, pareto_test_splits
 from .planner import Feasibility, Outcome, SampleSize, expected_outcome, feasibility, required_n
 from .pvalues import (
