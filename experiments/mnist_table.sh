@@ -17,6 +17,6 @@ cp "$sweep_dir/aggregate/results.csv" experiments/results/mnist_table.csv
 "$PY" - <<'PYEOF'
 import pandas as pd
 t = pd.read_csv("experiments/results/mnist_table.csv")
-cols = ["model", "loss", "alpha", "bound", "sparsity_hat_median", "sparsity_hat_deploy", "coverage", "pool_coverage", "iid_coverage", "certified_fraction"]
+cols = ["model", "loss", "alpha", "bound", "sparsity_hat_median", "sparsity_hat_deploy", "coverage", "iid_coverage", "certified_fraction"]
 print(t[cols].sort_values(["model", "loss", "alpha", "bound"]).to_string(index=False, float_format="%.3f"))
 PYEOF

@@ -50,9 +50,10 @@ def sample_summary() -> RunSummary:
         lambdas=[0.0, 0.1, 0.2], pool_risk=[0.01, 0.02, 0.5], dense={"accuracy": 0.99}, dense_risk=0.01,
         model_from_cache=True, loss_table_from_cache=False, dense_metrics_from_cache=True,
         lambda_hat=LambdaHat(0.1, 0.0, 0.1, None), sparsity_hat=SparsityHat(0.1, None, None),
-        deploy=Deployment(False, None, None), coverage=1.0, coverage_ci=[0.29, 1.0], pool_coverage=1.0,
+        deploy=Deployment(False, None, None), coverage=1.0, coverage_ci=[0.29, 1.0],
         iid_coverage=1.0, iid_coverage_ci=[0.29, 1.0], test_risk_median=0.0, violations=0, certified_fraction=2 / 3,
         aux_at_deploy={}, throughput=Throughput(0.1, 0.2, 2), timing={"data_s": 0.1}, files={}, output_dir="/x",
+        artifacts={},
     )
 
 
@@ -113,6 +114,6 @@ def test_checkpoint_and_dense_metrics_round_trip(tmp_path):
     second = train_or_load(*args, progress=False)
     assert not first.from_cache and second.from_cache
     assert state_dict_checksum(first.model.state_dict()) == state_dict_checksum(second.model.state_dict())
-    m1, c1 = cached_dense_metrics(first.model, first.key, data, tmp_path)
-    m2, c2 = cached_dense_metrics(second.model, second.key, data, tmp_path)
+    m1, c1 = cached_dense_metrics(first.model, first.meta["checksum"], data, tmp_path)
+    m2, c2 = cached_dense_metrics(second.model, second.meta["checksum"], data, tmp_path)
     assert (c1, c2) == (False, True) and m1 == m2

@@ -39,6 +39,8 @@ def test_every_group_option_composes(compose, group, option):
     overrides = [f"{group}={option}"]
     if group == "loss" and LOSSES[option].task == "segmentation":
         overrides.insert(0, "experiment=polyp_smoke")  # a segmentation loss needs a segmentation task
+    if group == "model" and option == "unet":
+        overrides.insert(0, "experiment=polyp_smoke")  # the U-Net takes 3-channel images and segments them
     if group == "loss" and not LOSSES[option].binary:
         overrides.append("bound=hb")  # the binomial bound is refused for fractional losses
     _, obj = compose(overrides)

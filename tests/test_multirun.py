@@ -66,6 +66,10 @@ def test_parallel_and_submitit_launchers(tmp_path, launcher):
     # Both jobs share one model and one loss table: equal certified λ̂ would need equal bounds,
     # but the dense risk (from the shared table) must agree exactly.
     assert len({s.dense_risk for s in got.values()}) == 1
+    from confprune.verify import main as verify_main
+
+    for job in got:  # every job's certificate verifies, the ones built from the shared cached table too
+        assert verify_main([str(sweep / job / "certificate.json"), str(sweep / job / "pruned_model.pt")]) == 0
 
 
 def test_single_lambda_mode_and_aggregation(tmp_path):

@@ -145,14 +145,18 @@ def certify_from_table(
     bound: str = "auto",
     fwer: str | FwerProcedure = "fixed_sequence",
     calibration_indices: np.ndarray | None = None,
+    calibration_draw: Mapping[str, Any] | None = None,
     data_info: Mapping[str, Any] | None = None,
     model_info: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> CertifiedPruning:
     """LTT on the calibration columns of a computed loss table (shape (G', N)); builds the pruned
     model and the certificate. ``calibration_indices`` (default: every column, in order) are
-    recorded in it; their order is the one sequential bounds (WSR) use. ``fwer``: a name or a
-    procedure object (e.g. ``MultiStartFixedSequence(n_starts=8)``).
+    recorded in it; their order is the one sequential bounds (WSR) use. ``calibration_draw``
+    says how they were drawn so that a verifier can redraw them (e.g. ``{"source": "seeded",
+    "pool_size": N, "n_cal": n, "seed": s}`` for :func:`confprune.calibrate.deployment_indices`);
+    None means the issuer chose the calibration set, and the certificate says so. ``fwer``: a
+    name or a procedure object (e.g. ``MultiStartFixedSequence(n_starts=8)``).
 
     Rows beyond G' (not evaluated because the sweep stopped early) count as not rejected; with
     fixed-sequence testing that changes nothing, since testing had already stopped there.
@@ -161,8 +165,9 @@ def certify_from_table(
     cal_idx = np.arange(n) if calibration_indices is None else np.asarray(calibration_indices)
     if bound == "auto":
         bound = "binomial" if is_binary(table.losses[:, cal_idx]) else "hb"
-    calibration = calibrate(table.losses[:, cal_idx], alpha=alpha, delta=delta, bound=bound, fwer=make_fwer(fwer),
-                            order_seed=None)
+    procedure = make_fwer(fwer)
+    calibration = calibrate(table.losses[:, cal_idx], alpha=alpha, delta=delta, bound=bound, fwer=procedure,
+                            order_seed=None, n_grid=table.grid.size)
     certified = calibration.lambda_index != NOT_CERTIFIED
     lam = float(table.grid[calibration.lambda_index]) if certified else None
     pruned = pruned_state_dict(model, family, lam) if lam is not None else None
@@ -170,10 +175,12 @@ def certify_from_table(
     if calibration_indices is None:  # every point, in order: the calibration set is the data
         info.setdefault("calibration_fingerprint", table.data_fingerprint)
     certificate = build_certificate(
-        calibration, grid=table.grid, sparsity=table.sparsity, cal_indices=cal_idx, family=family, model=model,
-        pruned=pruned,
-        loss={"name": loss.name, "binary": bool(is_binary(table.losses)), "labeled": loss.labeled, **loss.params},
-        data=info, model_info={"class": type(model).__name__, **dict(model_info or {})}, extra=extra,
+        calibration, grid=table.grid, sparsity=table.sparsity, cal_indices=cal_idx,
+        calibration_draw=calibration_draw, procedure=procedure, family=family, model=model, pruned=pruned,
+        loss={"name": loss.name, "options": dict(loss.params), "binary": bool(is_binary(table.losses)),
+              "labeled": loss.labeled, "reads_dense": loss.reads_dense},
+        data=info, model_info={"class": type(model).__name__, **dict(model_info or {})},
+        sweep={"batch_size": table.batch_size}, extra=extra,
     )
     return CertifiedPruning(calibration, family, model, loss, table, cal_idx, certificate, pruned)
 
@@ -234,9 +241,15 @@ def certify(
     loss_obj = resolve_loss(loss)
     if bound == "binomial" and loss_obj.task != "custom" and not loss_obj.binary:
         raise OptionError("bound", bound, f"hb or wsr: {loss_obj.name!r} is not a binary loss (binomial needs one)")
-    family = build_family(
-        model, criterion=criterion, scope=scope, include_bias=include_bias, include_norm=include_norm, seed=seed,
-        trajectory=trajectory, score_inputs=score_inputs, **dict(criterion_options or {}),
-    )
-    table = compute_loss_table(model, family, grid, calibration_data, loss_obj, batch_size=batch_size, progress=progress)
-    return certify_from_table(model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound, fwer=procedure)
+    was_training = model.training
+    try:  # the caller's train/eval mode is restored, whatever happens
+        family = build_family(
+            model, criterion=criterion, scope=scope, include_bias=include_bias, include_norm=include_norm, seed=seed,
+            trajectory=trajectory, score_inputs=score_inputs, **dict(criterion_options or {}),
+        )
+        table = compute_loss_table(model, family, grid, calibration_data, loss_obj, batch_size=batch_size,
+                                   progress=progress)
+        return certify_from_table(model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound,
+                                  fwer=procedure)
+    finally:
+        model.train(was_training)

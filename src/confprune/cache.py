@@ -5,8 +5,10 @@ Keys (what determines an entry) come from :mod:`confprune.integrity`."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,26 +21,89 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give: group-readable under the usual umask
+_HOST = socket.gethostname().replace(".", "-")
+
+
+class NoSpaceError(OSError):
+    """The disk is full: one message naming the path (nothing already written is lost)."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(errno.ENOSPC, f"no space left on the device holding {path}")
+        self.path = str(path)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a partial file.
+
+    The temp file (``.<name>.<host>.<pid>.<random>.tmp`` beside ``path``) gets the permissions
+    ``open()`` would give (the umask applies: outputs are group-readable, not mkstemp's 0600); it
+    is removed on any failure, and a full disk raises :class:`NoSpaceError` naming ``path``.
+    Temp files of processes that died on this host are removed by :func:`clean_orphans`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise NoSpaceError(path) from err
         raise
 
 
+def clean_orphans(directory: str | Path) -> int:
+    """Remove temp files that a process of this host left in ``directory`` when it died (killed
+    mid-write); another live process's temp files are left alone. Returns how many were removed."""
+    removed = 0
+    for tmp in Path(directory).glob(f".*.{_HOST}.*.tmp"):
+        pid = tmp.name[: -len(".tmp")].rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _writable(directory: Path) -> bool:
+    """Whether ``directory`` can be written, or created (its nearest existing ancestor is writable)."""
+    path = directory.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return os.access(path, os.W_OK)
+
+
 @contextmanager
-def locked(path: str | Path) -> Iterator[None]:
-    """Hold ``<path>.lock`` while computing or reading the entry at ``path``."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+def locked(path: str | Path) -> Iterator[bool]:
+    """Hold ``<path>.lock`` while computing or reading the entry at ``path``; yields whether the
+    cache is writable. A read-only cache (nowhere to put a lock) is used without a lock: nothing
+    is ever written into it, so there is no race to guard against."""
+    path = Path(path)
+    if not _writable(path.parent):
+        yield False
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        yield
+        yield True
 
 
 def cached(
@@ -55,9 +120,14 @@ def cached(
 
     ``load`` raises on any defect (unreadable, wrong key, failed checksum): the entry is reported
     as ``<what> cache entry … is corrupt or mismatched (…); <redo>`` and recomputed, never trusted.
+    When the entry cannot be written (a read-only cache, a full disk) that is reported and the
+    computed value is returned all the same: minutes of training are never thrown away because
+    the cache could not keep them.
     """
     path = Path(path)
-    with locked(path):
+    with locked(path) as writable:
+        if writable:
+            clean_orphans(path.parent)
         if path.exists():
             try:
                 return load(path), True
@@ -65,5 +135,12 @@ def cached(
                 log.warning("%s cache entry %s is corrupt or mismatched (%s); %s", what, path, err, redo)
         value = compute()
         if keep(value):
-            atomic_write(path, lambda tmp: save(value, tmp))
+            if not writable:
+                log.warning("%s cache %s is read-only: the result is used but not cached", what, path.parent)
+            else:
+                try:
+                    atomic_write(path, lambda tmp: save(value, tmp))
+                except OSError as err:
+                    log.warning("could not cache the %s at %s (%s); continuing with it in memory", what, path,
+                                err.strerror or err)
         return value, False

@@ -7,6 +7,8 @@ The certified λ̂ itself comes from :func:`confprune.stats.calibrate` via :func
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .stats import NOT_CERTIFIED, Splits, pvalues_from_losses, split_pvalues
@@ -23,23 +25,27 @@ def deployment_indices(n_pool: int, n_cal: int, seed: int) -> np.ndarray:
 
 
 class FixedSequenceStop:
-    """Stop rule for the sweep: True once fixed-sequence testing has failed on every split and on
-    the deployment calibration set, so no later λ can be certified by any of them."""
+    """Stop rule for the sweep: True once fixed-sequence testing has failed on every calibration
+    set the run will use — each set of validation splits (random splits, i.i.d. draws) and the
+    deployment set — so no later λ can be certified by any of them and every result is exact."""
 
-    def __init__(self, splits: Splits | None, deploy: np.ndarray, *, alpha: float, delta: float, bound: str):
-        self.splits, self.deploy = splits, deploy
+    def __init__(self, splits: Splits | Sequence[Splits] | None, deploy: np.ndarray, *, alpha: float, delta: float,
+                 bound: str):
+        self.splits = [] if splits is None else [splits] if isinstance(splits, Splits) else list(splits)
+        self.deploy = deploy
         self.alpha, self.delta, self.bound = alpha, delta, bound
-        self.alive_splits = np.ones(splits.n_splits if splits is not None else 0, dtype=bool)
+        self.alive = [np.ones(s.n_splits, dtype=bool) for s in self.splits]
         self.alive_deploy = True
 
     def __call__(self, j: int, row: np.ndarray) -> bool:
-        if self.splits is not None and self.alive_splits.any():
-            p, _ = split_pvalues(row[None], self.splits, alpha=self.alpha, delta=self.delta, bound=self.bound)
-            self.alive_splits &= p[0] <= self.delta
+        for draws, alive in zip(self.splits, self.alive, strict=True):
+            if alive.any():
+                p, _ = split_pvalues(row[None], draws, alpha=self.alpha, delta=self.delta, bound=self.bound)
+                alive &= p[0] <= self.delta
         if self.alive_deploy:
             p_dep = pvalues_from_losses(self.bound, row[self.deploy], self.alpha, self.delta)  # type: ignore[arg-type]
             self.alive_deploy = bool(p_dep <= self.delta)
-        return not self.alive_deploy and not self.alive_splits.any()
+        return not self.alive_deploy and not any(a.any() for a in self.alive)
 
 
 __all__ = ["NOT_CERTIFIED", "FixedSequenceStop", "deployment_indices"]

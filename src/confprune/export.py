@@ -46,8 +46,34 @@ def library_versions() -> dict[str, str]:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` through a temp file and a rename (see :func:`confprune.cache.atomic_write`)."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through a temp file and a rename (see :func:`confprune.cache.atomic_write`).
+    Saved through a file handle, so the archive's inner name does not depend on the temp file's
+    name: the same object gives the same bytes."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+
+    atomic_write(path, write)
+
+
+def claim_text(certified: bool, alpha: float, delta: float, n: int, loss: str, bound: str, fwer: str) -> str:
+    """The certificate's sentence; a verifier regenerates it from the other fields."""
+    if not certified:
+        return ("Nothing was certified: no grid point passed the FWER procedure at this (alpha, delta); "
+                "no pruned model is exported.")
+    return (f"With probability at least 1 - delta = {1 - delta:g} over the draw of the {n} exchangeable "
+            f"calibration points, the expected {loss} loss of the pruned model is at most alpha = {alpha:g} "
+            f"(Learn-Then-Test, {bound} p-values, {fwer} FWER control).")
+
+
+def procedure_options(procedure: Any) -> dict[str, Any]:
+    """An FWER procedure's options (its dataclass fields besides ``name``)."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(procedure):
+        return {}
+    return {f.name: getattr(procedure, f.name) for f in dataclasses.fields(procedure) if f.name != "name"}
 
 
 def build_certificate(
@@ -56,39 +82,40 @@ def build_certificate(
     grid: np.ndarray,
     sparsity: np.ndarray,
     cal_indices: np.ndarray,
+    calibration_draw: Mapping[str, Any] | None,
+    procedure: Any,
     family: PruningFamily,
     model: nn.Module,
     pruned: Mapping[str, torch.Tensor] | None,
     loss: Mapping[str, Any],
     data: Mapping[str, Any],
     model_info: Mapping[str, Any],
+    sweep: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The certificate of one calibration (every field a verifier re-derives; see README "What a
-    certificate proves"). ``grid`` (G,) is the grid fixed in advance, ``sparsity`` (G',) the pool
-    fraction removed at each evaluated grid point, ``cal_indices`` the calibration points in the
-    order used."""
+    """The certificate of one calibration: the claim and everything a verifier needs to re-derive
+    it (see README "What a certificate proves").
+
+    ``grid`` (G,) is the grid fixed in advance, ``sparsity`` (G',) the pool fraction removed at
+    each evaluated grid point, ``cal_indices`` the calibration points in the order used;
+    ``calibration_draw`` says how they were drawn (``{"source": "seeded", "pool_size", "n_cal",
+    "seed"}``: recomputable) or None when the issuer supplied the calibration set (a verifier
+    cannot audit how it was chosen). ``sweep`` records how the losses were computed (batch size).
+    """
     certified = cal.certified
     lambda_hat = float(grid[cal.lambda_index]) if certified else None
     sparsity_hat = float(sparsity[cal.lambda_index]) if certified else None
     cal_risk = float(cal.risk[cal.lambda_index]) if certified else None
     total = sum(p.numel() for p in model.parameters())
     pruned_count = 0 if not certified else int(round(sparsity_hat * family.pool_size))
-    claim = (
-        f"With probability at least 1 - delta = {1 - cal.delta:g} over the draw of the {cal.n} "
-        f"exchangeable calibration points, the expected {loss['name']} loss of the pruned model is at "
-        f"most alpha = {cal.alpha:g} (Learn-Then-Test, {cal.bound} p-values, {cal.fwer} FWER control)."
-        if certified
-        else "Nothing was certified: no grid point passed the FWER procedure at this (alpha, delta); "
-        "no pruned model is exported."
-    )
     return {
         "certified": certified,
-        "claim": claim,
+        "claim": claim_text(certified, cal.alpha, cal.delta, cal.n, loss["name"], cal.bound, cal.fwer),
         "alpha": cal.alpha,
         "delta": cal.delta,
         "bound": cal.bound,
         "fwer": cal.fwer,
+        "fwer_options": procedure_options(procedure),
         "n_cal": cal.n,
         "lambda_hat": lambda_hat,
         "lambda_index": cal.lambda_index,
@@ -99,6 +126,9 @@ def build_certificate(
         "pruning": {
             "criterion": family.criterion,
             "scope": family.scope,
+            "config": dict(family.config),
+            "score_inputs": family.score_info,
+            "trajectory_checksum": family.trajectory_checksum,
             "pool_parameters": list(family.ranks),
             "pool_size": family.pool_size,
             "model_parameters": total,
@@ -107,7 +137,9 @@ def build_certificate(
         "grid_evaluated": int(len(cal.p_values)),
         "p_values": [float(x) for x in cal.p_values],
         "cal_risk_per_lambda": [float(x) for x in cal.risk],
+        "sweep": dict(sweep),
         "data": dict(data),
+        "calibration": dict(calibration_draw) if calibration_draw is not None else {"source": "issuer"},
         "calibration_indices": [int(i) for i in cal_indices],
         "model": {
             **dict(model_info),
@@ -133,8 +165,9 @@ def save_export(
     return paths
 
 
-CERTIFICATE_KEYS = ("certified", "claim", "alpha", "delta", "bound", "fwer", "n_cal", "lambda_hat", "lambda_index",
-                    "grid", "p_values", "calibration_indices", "data", "model", "pruning", "loss")
+CERTIFICATE_KEYS = ("certified", "claim", "alpha", "delta", "bound", "fwer", "fwer_options", "n_cal", "lambda_hat",
+                    "lambda_index", "sparsity_pool", "sparsity_model", "cal_risk", "loss", "pruning", "grid",
+                    "grid_evaluated", "p_values", "sweep", "data", "calibration", "calibration_indices", "model")
 
 
 def load_certificate(path: str | Path) -> dict[str, Any]:

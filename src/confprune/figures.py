@@ -29,11 +29,14 @@ plt.rcParams.update(
 
 
 def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[str]:
+    """PNG and PDF, each written atomically (a reader never sees half a figure)."""
+    from .cache import atomic_write
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):
         p = out_dir / f"{stem}.{ext}"
-        fig.savefig(p)
+        atomic_write(p, lambda tmp, ext=ext: fig.savefig(tmp, format=ext))
         paths.append(str(p))
     plt.close(fig)
     return paths
@@ -217,7 +220,7 @@ SUMMARY_COLUMNS = [
     "experiment", "model", "dataset", "loss", "bound", "fwer", "criterion", "scope", "seed", "alpha",
     "delta", "n_cal", "n_test", "n_splits", "dense_accuracy", "lambda_hat_median", "lambda_hat_deploy",
     "sparsity_hat_median", "sparsity_hat_deploy", "coverage", "coverage_lo", "coverage_hi",
-    "pool_coverage", "iid_coverage", "violations", "certified_fraction", "n_lambdas", "lambda_0",
+    "iid_coverage", "violations", "certified_fraction", "n_lambdas", "lambda_0",
     "pool_risk_0", "job_dir",
 ]
 
@@ -235,15 +238,15 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
             {
                 **{k: getattr(s, k) for k in ("experiment", "model", "dataset", "loss", "bound", "fwer", "criterion",
                                               "scope", "seed", "alpha", "delta", "n_cal", "n_test", "n_splits",
-                                              "coverage", "pool_coverage", "iid_coverage", "violations",
+                                              "coverage", "iid_coverage", "violations",
                                               "certified_fraction")},
                 "dense_accuracy": s.dense.get("accuracy"),
                 "lambda_hat_median": s.lambda_hat.median,
                 "lambda_hat_deploy": s.lambda_hat.deploy,
                 "sparsity_hat_median": s.sparsity_hat.median,
                 "sparsity_hat_deploy": s.sparsity_hat.deploy,
-                "coverage_lo": s.coverage_ci[0],
-                "coverage_hi": s.coverage_ci[1],
+                "coverage_lo": s.coverage_ci[0] if s.coverage_ci else None,
+                "coverage_hi": s.coverage_ci[1] if s.coverage_ci else None,
                 "n_lambdas": len(s.lambdas),
                 "lambda_0": s.lambdas[0] if s.lambdas else None,
                 "pool_risk_0": s.pool_risk[0] if s.pool_risk else None,

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from .record import (
     RunSummary,
     SparsityHat,
     Throughput,
+    artifact_checksums,
     write_splits,
     write_summary,
 )
@@ -43,6 +45,7 @@ from .stats import (
     IidValidation,
     Splits,
     SplitValidation,
+    draw_iid_calibration,
     draw_splits,
     iid_validation,
     make_fwer,
@@ -63,7 +66,8 @@ class DenseModel:
     """The trained (or cached) dense model and its quality on the pool."""
 
     model: nn.Module
-    key: str  # cache key of the checkpoint
+    key: str  # cache key of the checkpoint (what determines it: model, dataset, trainer, seed)
+    checksum: str  # sha256 of its weights: derived caches (loss tables, metrics) are keyed by it
     path: Path  # the checkpoint
     from_cache: bool
     train_seconds: float
@@ -74,10 +78,12 @@ class DenseModel:
 
 @dataclass
 class CalibrationDraws:
-    """The random calibration sets of a run: validation splits and the deployment set."""
+    """The random calibration sets of a run: validation splits, i.i.d. draws and the deployment set."""
 
-    splits: Splits
+    splits: Splits  # random calibration/test splits of the pool
+    iid: Splits  # calibration sets drawn with replacement (the exact check)
     deploy: np.ndarray  # (n_cal,) pool indices of the deployment calibration set, in draw order
+    draw: dict[str, Any]  # how ``deploy`` was drawn, for the certificate (a verifier redraws it)
 
 
 @dataclass
@@ -143,8 +149,10 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> RunResult
             figures = draw_figures(dense.model, family, table, validation.splits, result, data, loss, out / "figures")
     timing = {"data_s": timer.seconds["data_s"], "train_s": dense.train_seconds, **timer.seconds}
     timing["total_s"] = time.perf_counter() - t_start
+    files = {**files, **{f"figure_{k}": v for k, v in figures.items()}}
+    written = [*files.values(), *(str(Path(p).with_suffix(".pdf")) for p in figures.values())]
     summary = summarise(cfg, config_hash, data, dense, family, loss, table, table_cached, validation, result,
-                        timing, {**files, **{f"figure_{k}": v for k, v in figures.items()}}, out)
+                        timing, files, out, artifact_checksums(out, written))
     write_summary(summary, out)
     return RunResult(summary, figures)
 
@@ -178,12 +186,13 @@ def dense_model(cfg: Config, data: TaskData) -> DenseModel:
     trained = train_or_load(cfg.model, cfg.dataset, cfg.trainer, cfg.seed, data, cfg.paths.cache_dir,
                             progress=cfg.sweep.progress)
     model = trained.model.to(cfg.sweep.device)
+    checksum = trained.meta["checksum"]
     metrics, metrics_cached = cached_dense_metrics(
-        model, trained.key, data, cfg.paths.cache_dir, cfg.sweep.device, cfg.trainer.eval_batch_size
+        model, checksum, data, cfg.paths.cache_dir, cfg.sweep.device, cfg.trainer.eval_batch_size
     )
     log.info("dense model on the pool: %s (model %s, metrics %s)", metrics,
              "cached" if trained.from_cache else "trained", "cached" if metrics_cached else "computed")
-    return DenseModel(model, trained.key, trained.path, trained.from_cache, trained.train_seconds,
+    return DenseModel(model, trained.key, checksum, trained.path, trained.from_cache, trained.train_seconds,
                       trained.trajectory, metrics, metrics_cached)
 
 
@@ -201,7 +210,9 @@ def calibration_draws(cfg: Config, n_pool: int) -> CalibrationDraws:
     cal = cfg.calibration
     return CalibrationDraws(
         splits=draw_splits(n_pool, cal.n_cal, cal.n_test, cal.n_splits, cal.split_seed),
+        iid=draw_iid_calibration(n_pool, cal.n_cal, cal.n_splits, cal.split_seed),
         deploy=deployment_indices(n_pool, cal.n_cal, cal.split_seed),
+        draw={"source": "seeded", "pool_size": n_pool, "n_cal": cal.n_cal, "seed": cal.split_seed},
     )
 
 
@@ -209,11 +220,13 @@ def loss_table(
     cfg: Config, dense: DenseModel, family: PruningFamily, data: TaskData, loss: Loss, grid: np.ndarray,
     draws: CalibrationDraws,
 ) -> tuple[LossTable, bool]:
-    """The per-sample loss table over the pool. Complete tables are cached and shared by every
-    job with the same model, pool, loss and pruning family; an early-stopped sweep is not cached."""
+    """The per-sample loss table over the pool. Complete tables are cached under the weights'
+    checksum, the pool's fingerprint, the loss, the family and the grid, and shared by every job
+    with the same ones; an early-stopped sweep is not cached."""
     cal = cfg.calibration
     stop = (
-        FixedSequenceStop(draws.splits, draws.deploy, alpha=cal.alpha, delta=cal.delta, bound=cfg.bound.name)
+        FixedSequenceStop([draws.splits, draws.iid], draws.deploy, alpha=cal.alpha, delta=cal.delta,
+                          bound=cfg.bound.name)
         if cfg.sweep.early_stop else None
     )
 
@@ -224,7 +237,7 @@ def loss_table(
     if stop is not None:
         return sweep(), False
     payload = {
-        "model_key": dense.key,
+        "model_checksum": dense.checksum,
         "pool": data.pool_fingerprint(),
         "loss": {"name": loss.name, **loss.params},
         "pruning": dict(cfg.pruning),
@@ -237,11 +250,11 @@ def loss_table(
 def split_validation(cfg: Config, table: LossTable, draws: CalibrationDraws) -> Validation:
     """LTT on every random split (test risk at λ̂) and on i.i.d. draws (exact pool risk)."""
     cal = cfg.calibration
-    procedure = make_fwer(**cfg.fwer)
+    procedure, n_grid = make_fwer(**cfg.fwer), table.grid.size
     splits = validate_splits(table.losses, draws.splits, alpha=cal.alpha, delta=cal.delta, bound=cfg.bound.name,
-                             fwer=procedure, keep_pvalues=True)
+                             fwer=procedure, keep_pvalues=True, n_grid=n_grid)
     iid = iid_validation(table.losses, n_cal=cal.n_cal, n_reps=cal.n_splits, alpha=cal.alpha, delta=cal.delta,
-                         bound=cfg.bound.name, fwer=procedure, seed=cal.split_seed)
+                         bound=cfg.bound.name, fwer=procedure, n_grid=n_grid, draws=draws.iid)
     return Validation(splits, iid)
 
 
@@ -268,7 +281,7 @@ def deployment_certificate(
     holdout = np.setdiff1d(np.arange(data.pool_size), draws.deploy)
     result = certify_from_table(
         dense.model, family, table, loss, alpha=cal.alpha, delta=cal.delta, bound=cfg.bound.name,
-        fwer=make_fwer(**cfg.fwer), calibration_indices=draws.deploy,
+        fwer=make_fwer(**cfg.fwer), calibration_indices=draws.deploy, calibration_draw=draws.draw,
         data_info={
             "dataset": dict(cfg.dataset),
             "description": data.description,
@@ -296,7 +309,7 @@ def draw_figures(
     made = [
         *figures.risk_vs_lambda(lambdas, model_sparsity(table, family, model), validation, result, pool_risk,
                                 loss.name, fig_dir),
-        *figures.test_risk_histogram(validation, fig_dir),
+        *(figures.test_risk_histogram(validation, fig_dir) if validation.n_test else []),
         *figures.lambda_hat_histogram(lambdas, validation, fig_dir),
         *figures.first_layer_heatmap(model, family, result.lambda_hat, fig_dir),
     ]
@@ -314,7 +327,7 @@ def model_sparsity(table: LossTable, family: PruningFamily, model: nn.Module) ->
 def summarise(
     cfg: Config, config_hash: str, data: TaskData, dense: DenseModel, family: PruningFamily, loss: Loss,
     table: LossTable, table_cached: bool, validation: Validation, result: CertifiedPruning,
-    timing: dict[str, float], files: dict[str, str], out: Path,
+    timing: dict[str, float], files: dict[str, str], out: Path, artifacts: dict[str, str],
 ) -> RunSummary:
     cal, v = cfg.calibration, validation.splits
     lambdas, grid = table.lambdas, table.grid
@@ -323,7 +336,7 @@ def summarise(
     def quantile(values: np.ndarray, q: float) -> float | None:
         return (float(np.median(values)) if q == 0.5 else float(np.quantile(values, q))) if at.size else None
 
-    lo, hi = v.coverage_interval()
+    ci = v.coverage_interval()
     return RunSummary(
         config_hash=config_hash, experiment=cfg.name, model=cfg.model["name"], dataset=cfg.dataset["name"],
         synthetic_data=data.synthetic, loss=loss.name, bound=cfg.bound.name, fwer=cfg.fwer["name"],
@@ -343,11 +356,11 @@ def summarise(
             float(model_sparsity(table, family, dense.model)[result.lambda_index]) if result.certified else None,
         ),
         deploy=Deployment(result.certified, result.cal_risk, result.certificate["holdout_risk"]),
-        coverage=v.coverage, coverage_ci=[lo, hi], pool_coverage=v.pool_coverage,
+        coverage=v.coverage, coverage_ci=list(ci) if ci is not None else None,
         iid_coverage=validation.iid.coverage, iid_coverage_ci=list(validation.iid.coverage_interval()),
-        test_risk_median=float(np.nanmedian(v.test_risk)) if v.certified.any() else None,
+        test_risk_median=float(np.nanmedian(v.test_risk)) if v.certified.any() and v.n_test else None,
         violations=int(v.violated.sum()), certified_fraction=float(v.certified.mean()),
         aux_at_deploy={k: float(x[result.lambda_index]) for k, x in table.aux.items()} if result.certified else {},
         throughput=Throughput(table.dense_seconds, table.seconds / max(1, lambdas.size), torch.get_num_threads()),
-        timing=timing, files=files, output_dir=str(out),
+        timing=timing, files=files, output_dir=str(out), artifacts=artifacts,
     )

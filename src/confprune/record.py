@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -95,9 +95,8 @@ class RunSummary:
     lambda_hat: LambdaHat
     sparsity_hat: SparsityHat
     deploy: Deployment
-    coverage: float  # fraction of splits with test risk ≤ α (uncertified splits make no claim)
-    coverage_ci: list[float]  # Clopper–Pearson 95% interval
-    pool_coverage: float
+    coverage: float | None  # fraction of splits with test risk ≤ α (uncertified: no claim); None without test points
+    coverage_ci: list[float] | None  # Clopper–Pearson 95% interval
     iid_coverage: float  # exact check: i.i.d. calibration draws scored against the pool risk
     iid_coverage_ci: list[float]
     test_risk_median: float | None
@@ -108,6 +107,7 @@ class RunSummary:
     timing: dict[str, float]  # seconds per stage
     files: dict[str, str]
     output_dir: str
+    artifacts: dict[str, str]  # sha256 of every file the run wrote (by path relative to output_dir)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,16 +135,52 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def _strict(obj: Any) -> Any:
+    """NaN and infinities become null: the files are strict JSON, readable by any parser."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json(obj: Any, path: str | Path) -> None:
-    """Atomic JSON write (temp file + rename): a reader never sees a half-written file."""
+    """Atomic, strict JSON write (temp file + rename; NaN → null): a reader never sees a
+    half-written file or a bare NaN."""
     from .cache import atomic_write
+
+    text = json.dumps(_strict(json.loads(json.dumps(obj, default=_json_default))), indent=2, allow_nan=False)
 
     def write(tmp: str) -> None:
         with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
-            fh.write("\n")
+            fh.write(text + "\n")
 
     atomic_write(path, write)
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def artifact_checksums(directory: str | Path, paths: Iterable[str | Path]) -> dict[str, str]:
+    """sha256 of each written file, keyed by its path relative to ``directory``."""
+    base = Path(directory)
+    return {str(Path(p).relative_to(base)): file_sha256(p) for p in sorted({str(p) for p in paths})}
+
+
+def damaged_artifacts(directory: str | Path, summary: RunSummary) -> list[str]:
+    """Files of a finished run that are missing or no longer match their recorded sha256."""
+    base = Path(directory)
+    return [name for name, digest in summary.artifacts.items()
+            if not (base / name).is_file() or file_sha256(base / name) != digest]
 
 
 def write_summary(summary: RunSummary, directory: str | Path) -> Path:
@@ -172,11 +208,18 @@ def write_splits(path: str | Path, columns: Mapping[str, np.ndarray]) -> None:
             return "" if math.isnan(v) else repr(float(v))
         return int(v)
 
+    from .cache import atomic_write
+
     names = list(columns)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(names)
-        writer.writerows([cell(v) for v in row] for row in zip(*(np.asarray(columns[n]).tolist() for n in names), strict=True))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(names)
+            writer.writerows([cell(v) for v in row]
+                             for row in zip(*(np.asarray(columns[n]).tolist() for n in names), strict=True))
+
+    atomic_write(path, write)
 
 
 def read_splits(path: str | Path) -> dict[str, np.ndarray]:
@@ -202,5 +245,6 @@ def read_splits(path: str | Path) -> dict[str, np.ndarray]:
 
 __all__ = [
     "SPLITS", "SPLIT_COLUMNS", "SUMMARY", "Deployment", "GridInfo", "LambdaHat", "RunSummary", "SparsityHat",
-    "Throughput", "read_splits", "read_summary", "write_json", "write_splits", "write_summary",
+    "Throughput", "artifact_checksums", "damaged_artifacts", "file_sha256", "read_splits", "read_summary",
+    "write_json", "write_splits", "write_summary",
 ]

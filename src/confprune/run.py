@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,9 +20,10 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[2]))
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from .errors import ConfigError  # noqa: E402
+from .errors import ConfigError, OptionError  # noqa: E402
+from .guard import refuse  # noqa: E402
 from .integrity import content_key  # noqa: E402
-from .record import SUMMARY, RunSummary, read_summary  # noqa: E402
+from .record import SUMMARY, RunSummary, damaged_artifacts, read_summary  # noqa: E402
 from .schema import Config, register_configs  # noqa: E402
 from .tracking import tracker  # noqa: E402
 
@@ -58,14 +60,25 @@ def completed_run(output_dir: Path, cfg_hash: str) -> RunSummary | None:
         return None
     try:
         previous = read_summary(path)
-    except (ValueError, TypeError):
-        return None  # summary.json is written atomically; an unreadable one was never finished
+    except (ValueError, TypeError) as err:
+        # summary.json is written atomically: an unreadable one was damaged after the run, and
+        # whose run it was cannot be told, so it is never overwritten.
+        raise ConfigError(
+            "hydra output dir", str(output_dir),
+            f"a directory without an unreadable {SUMMARY} ({err}); move it away or pick another hydra.run.dir / "
+            "hydra.sweep.dir",
+        ) from None
     if previous.config_hash != cfg_hash:
         raise ConfigError(
             "hydra output dir", str(output_dir),
             "a directory without a finished run of another config (it holds config_hash "
             f"{previous.config_hash!r}, this run is {cfg_hash!r}); pick another hydra.run.dir / hydra.sweep.dir",
         )
+    damaged = damaged_artifacts(output_dir, previous)
+    if damaged:
+        log.warning("the finished run in %s has missing or changed files (%s): running it again", output_dir,
+                    ", ".join(damaged[:5]))
+        return None
     return previous
 
 
@@ -105,15 +118,20 @@ def run_logged(cfg: DictConfig) -> RunSummary:
 
 
 def _report(s: RunSummary) -> None:
+    """One console line per run: what was certified, under which choices, and how it validated."""
     lam = s.lambda_hat.deploy
-    log.info(
-        "%s | %s/%s | alpha=%g delta=%g | deployed lambda_hat=%s sparsity=%s | coverage %.3f [%.3f, %.3f] "
-        "(pool-risk %.3f, i.i.d. exact %.3f) over %d splits (target >= %g) | dense %s",
-        s.experiment, s.bound, s.fwer, s.alpha, s.delta,
-        "none certified" if lam is None else f"{lam:.2f}",
-        "-" if s.sparsity_hat.deploy is None else f"{s.sparsity_hat.deploy:.3f}",
-        s.coverage, *s.coverage_ci, s.pool_coverage, s.iid_coverage, s.n_splits, 1 - s.delta, s.dense,
-    )
+    deployed = ("nothing certified" if lam is None
+                else f"deployed lambda_hat={lam:.2f} (pool sparsity {s.sparsity_hat.deploy:.3f})")
+    if s.certified_fraction == 0:
+        coverage = f"no split certified anything ({s.n_splits} splits): no claim to check"
+    else:
+        test = ("coverage undefined (n_test=0)" if s.coverage is None
+                else f"coverage {s.coverage:.3f} [{s.coverage_ci[0]:.3f}, {s.coverage_ci[1]:.3f}]")
+        coverage = (f"{test}, i.i.d. exact {s.iid_coverage:.3f} over {s.n_splits} splits "
+                    f"(target >= {1 - s.delta:g}; {s.certified_fraction:.1%} certified)")
+    dense = ", ".join(f"{k} {v:.4f}" for k, v in s.dense.items())
+    log.info("%s | %s | %s/%s | %s/%s | alpha=%g delta=%g | %s | %s | dense %s", s.experiment, s.loss, s.criterion,
+             s.scope, s.bound, s.fwer, s.alpha, s.delta, deployed, coverage, dense)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -121,9 +139,25 @@ def main(cfg: DictConfig) -> float | None:
     try:
         summary = run_logged(cfg)
     except ConfigError as err:
-        log.error("%s", err)
-        raise
+        refuse(err)
+    except OptionError as err:
+        refuse(ConfigError(err.key, err.value, err.allowed))
+    except (OSError, ValueError) as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not _user_facing(err):
+            raise
+        print(f"confprune: {err}", file=sys.stderr)
+        sys.exit(1)
     return summary.sparsity_hat.deploy
+
+
+def _user_facing(err: BaseException) -> bool:
+    """Errors whose message says all a user needs (data that cannot be prepared, a full disk, a
+    diverged training): printed as one line, without a traceback."""
+    from .cache import NoSpaceError
+    from .data.idx import IdxDataError, IdxFormatError
+    from .train import TrainingDiverged
+
+    return isinstance(err, (NoSpaceError, IdxDataError, IdxFormatError, TrainingDiverged))
 
 
 if __name__ == "__main__":

@@ -252,11 +252,16 @@ def check_config(cfg: Config) -> list[float]:
     """Check values and cross-field constraints of a composed config; returns the λ grid.
 
     Raises :class:`ConfigError` before any expensive work (no data is loaded, nothing trained).
-    The evaluation pool's size, when the dataset knows it cheaply, bounds n_cal + n_test.
+    The evaluation pool's size, when the dataset knows it cheaply, bounds n_cal + n_test; the
+    model is built (untrained) and run on two dummy inputs of the dataset's shape, so a model
+    that does not fit the data, or a criterion that does not fit the model, fails here.
     """
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
+        raise ConfigError("seed", cfg.seed, "an integer in [0, 2^32)")
     grid = _check_calibration(cfg.calibration)
     _check_factory_groups(cfg)
     _check_training_and_sweep(cfg)
+    _check_model_fits(cfg)
     return grid
 
 
@@ -284,7 +289,7 @@ def _check_factory_groups(cfg: Config) -> None:
     _choice("dataset.name", cfg.dataset.get("name"), DATASETS)
     entry = DATASETS[cfg.dataset["name"]]
     check_options("dataset", entry.load, dataset_options(cfg.dataset), what=f"dataset {cfg.dataset['name']!r}")
-    n_pool = pool_size(cfg.dataset)
+    n_pool = _built("dataset", lambda: pool_size(cfg.dataset))
     if n_pool is not None and cal.n_cal + cal.n_test > n_pool:
         raise ConfigError("calibration.n_cal + calibration.n_test", cal.n_cal + cal.n_test,
                           f"at most the evaluation pool size {n_pool} (dataset {cfg.dataset['name']!r})")
@@ -309,6 +314,49 @@ def _check_factory_groups(cfg: Config) -> None:
     check_pruning_options(cfg.pruning, group="pruning")
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cpu":
+        return
+    if device != "cuda" and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise ConfigError("sweep.device", device, "cpu, cuda or cuda:<index>")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError("sweep.device", device, "cpu (no CUDA device is available on this machine)")
+    if device.startswith("cuda:") and int(device[5:]) >= count:
+        raise ConfigError("sweep.device", device, f"cpu or cuda:0 … cuda:{count - 1} ({count} CUDA devices here)")
+
+
+def _check_model_fits(cfg: Config) -> None:
+    """Build the (untrained) model, check the pruning criterion can score its pool, and run it on
+    two dummy inputs of the dataset's shape: a model that does not fit the data fails here, not
+    after minutes of data loading and training."""
+    import torch
+
+    from .data import DATASETS, dataset_options
+    from .models import MODELS
+    from .pruning import check_family_fits
+
+    name = cfg.model["name"]
+    model = MODELS[name](**{k: v for k, v in cfg.model.items() if k != "name"})
+    check_family_fits(model, cfg.pruning, name, group="pruning")
+    entry = DATASETS[cfg.dataset["name"]]
+    shape = _built("dataset", lambda: entry.input_shape(**dataset_options(cfg.dataset)))
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *shape))
+    except (RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError("model.name", name, f"a model that takes {cfg.dataset['name']} inputs of shape "
+                          f"{tuple(shape)} (it fails on them: {first})") from None
+    want = entry.output_shape(**dataset_options(cfg.dataset))
+    if not isinstance(out, torch.Tensor) or tuple(out.shape[1:]) != tuple(want):
+        got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError("model.name", name, f"a model whose outputs on {cfg.dataset['name']} have the shape "
+                          f"{tuple(want)} per sample (this one gives {got})")
+
+
 def _check_training_and_sweep(cfg: Config) -> None:
     _choice("logger.name", cfg.logger.name, ["none", "wandb"])
     _choice("logger.mode", cfg.logger.mode, ["offline", "online", "disabled"])
@@ -328,8 +376,10 @@ def _check_training_and_sweep(cfg: Config) -> None:
         raise ConfigError("trainer.lr", cfg.trainer.lr, "a positive number")
     if cfg.sweep.batch_size < 1:
         raise ConfigError("sweep.batch_size", cfg.sweep.batch_size, "an integer ≥ 1")
-    if not (cfg.sweep.device == "cpu" or cfg.sweep.device.startswith("cuda")):
-        raise ConfigError("sweep.device", cfg.sweep.device, "cpu, cuda or cuda:<index>")
+    threads = cfg.sweep.num_threads
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError("sweep.num_threads", threads, "a positive integer, or null (torch's default)")
+    _check_device(cfg.sweep.device)
     if cfg.sweep.early_stop and cfg.fwer["name"] != "fixed_sequence":
         raise ConfigError("sweep.early_stop", True,
                           f"false with fwer={cfg.fwer['name']!r} (early stopping is exact only for fixed_sequence)")

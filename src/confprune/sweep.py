@@ -44,6 +44,7 @@ class LossTable:
     dense_seconds: float = 0.0  # one dense forward pass over the pool
     row_seconds: np.ndarray | None = None  # (G',) time of each λ row (pruning + forward + loss)
     data_fingerprint: str = ""  # sha256 of the evaluated data, in order (see StreamingFingerprint)
+    batch_size: int = 0  # the batches the data was evaluated in (a verifier recomputes in the same ones)
 
     @property
     def lambdas(self) -> np.ndarray:
@@ -54,7 +55,17 @@ class LossTable:
         return self.losses.shape[0] == self.grid.shape[0]
 
     def save(self, path: str | Path | BinaryIO, pool_indices: np.ndarray | None = None, key: str = "") -> None:
-        """Write ``losses.npz`` (lambdas, sparsity, losses, pool indices, grid, aux_*)."""
+        """Write ``losses.npz`` (lambdas, sparsity, losses, pool indices, grid, aux_*); a path is
+        written atomically."""
+        if isinstance(path, (str, Path)):
+            from .cache import atomic_write
+
+            def write(tmp: str) -> None:
+                with open(tmp, "wb") as fh:
+                    self.save(fh, pool_indices, key)
+
+            atomic_write(path, write)
+            return
         n = self.losses.shape[1]
         np.savez_compressed(
             path,
@@ -66,6 +77,7 @@ class LossTable:
             cache_key=np.array(key),
             timing=np.array([self.seconds, self.dense_seconds]),
             data_fingerprint=np.array(self.data_fingerprint),
+            batch_size=np.array(self.batch_size),
             **{f"aux_{k}": v for k, v in self.aux.items()},
         )
 
@@ -78,11 +90,31 @@ class LossTable:
             seconds, dense = z["timing"] if "timing" in z.files else (0.0, 0.0)
             table = cls(grid=z["grid"], losses=z["losses"], sparsity=z["sparsity"], aux=aux,
                         seconds=float(seconds), dense_seconds=float(dense),
-                        data_fingerprint=str(z["data_fingerprint"]) if "data_fingerprint" in z.files else "")
+                        data_fingerprint=str(z["data_fingerprint"]) if "data_fingerprint" in z.files else "",
+                        batch_size=int(z["batch_size"]) if "batch_size" in z.files else 0)
         if table.losses.shape[0] != table.sparsity.shape[0] or table.losses.shape[0] > table.grid.shape[0]:
             raise ValueError(f"{path}: inconsistent shapes")
         check_loss_table(table.losses)
         return table
+
+
+def check_outputs(out: Any, what: str, batch: int) -> torch.Tensor:
+    """Model outputs must be a finite tensor: NaN or infinite outputs would make every loss
+    comparison false (a model of NaNs "agrees" with itself nowhere and everywhere), so they are an
+    error naming the model, the λ and the batch, never a certificate."""
+    if isinstance(out, Mapping):
+        raise TypeError(
+            f"{what} returned a {type(out).__name__} with keys {list(out)[:5]}, not a tensor: confprune's losses "
+            "compare output tensors (logits); wrap the model so that it returns one, e.g. "
+            "nn.Sequential(model, ...) or a module whose forward returns model(x)['logits']"
+        )
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{what} returned {type(out).__name__}, not a tensor of outputs")
+    if not bool(torch.isfinite(out).all()):
+        bad = int((~torch.isfinite(out)).any(dim=tuple(range(1, out.dim())) if out.dim() > 1 else 0).sum())
+        raise ValueError(f"{what} produced non-finite outputs (NaN or inf) for {bad} of {out.shape[0]} points in batch "
+                         f"{batch}: a model with non-finite outputs cannot be certified")
+    return out
 
 
 def cached_loss_table(
@@ -150,19 +182,26 @@ def compute_loss_table(
         parts: list[list[torch.Tensor]] = [[] for _ in lams]
         aux_sum: list[dict[str, float]] = [{} for _ in lams]
         times = [0.0] * len(lams)
-        for x, y in batches():
+        for b, (x, y) in enumerate(batches()):
             x = x.to(device)
             y = None if y is None else y.to(device)
             if loss.labeled and y is None:
                 raise ValueError(f"loss {loss.name!r} needs targets, but the data yields inputs only")
             t = time.perf_counter()
-            dense = forward(model, state, x)
+            try:
+                dense = check_outputs(forward(model, state, x), "the dense model", b)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"the model fails on batch {b} of the data (inputs {x.dtype}, shape {tuple(x.shape)}): "
+                    f"{str(err).strip().splitlines()[0]}. Pass inputs the model takes (e.g. x.float() for "
+                    "floating-point weights)"
+                ) from None
             if c0 == 0:
                 dense_seconds += time.perf_counter() - t
                 fp.update(x, y)
             for i, lam in enumerate(lams):
                 t = time.perf_counter()
-                out = forward(model, {**state, **family.apply(params, lam)}, x)
+                out = check_outputs(forward(model, {**state, **family.apply(params, lam)}, x), f"the model pruned at λ={lam:g}", b)
                 values = loss(dense, out, y)
                 if not isinstance(values, torch.Tensor) or values.shape != (x.shape[0],):
                     shape = getattr(values, "shape", type(values).__name__)
@@ -205,4 +244,5 @@ def compute_loss_table(
         dense_seconds=dense_seconds,
         row_seconds=np.asarray(row_seconds),
         data_fingerprint=fp.hexdigest(),
+        batch_size=batch_size,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ def cache_key(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], trai
     )
 
 
+class TrainingDiverged(ValueError):
+    """Training produced a non-finite loss or weights; such a model is never cached or certified."""
+
+
 def cross_entropy_objective(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(model(x), y)
 
@@ -104,13 +109,14 @@ def dense_metrics(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
 
 
 def cached_dense_metrics(
-    model: nn.Module, model_key: str, data: TaskData, cache_dir: str | Path, device: str = "cpu", batch_size: int = 2000
+    model: nn.Module, model_checksum: str, data: TaskData, cache_dir: str | Path, device: str = "cpu", batch_size: int = 2000
 ) -> tuple[dict[str, float], bool]:
-    """:func:`dense_metrics` on the pool, cached under (model key, pool fingerprint, task, device
-    type) like the loss tables: a sweep over α, δ, bound or FWER runs the dense model once.
+    """:func:`dense_metrics` on the pool, cached under (the weights' checksum, pool fingerprint,
+    task, device type) like the loss tables: a sweep over α, δ, bound or FWER runs the dense model
+    once, and a model retrained to other weights never reuses another model's entry.
     Returns (metrics, from_cache); an unreadable entry is recomputed."""
     key = content_key(
-        {"kind": "dense_metrics", "model_key": model_key, "pool": data.pool_fingerprint(), "task": data.task,
+        {"kind": "dense_metrics", "model_checksum": model_checksum, "pool": data.pool_fingerprint(), "task": data.task,
          "device": torch.device(device).type}
     )
 
@@ -176,6 +182,11 @@ def train_model(
             if tracker is not None and per_step and epoch >= first_tracked_epoch:
                 tracker.update()
             last = loss.item()
+            if not math.isfinite(last):
+                raise TrainingDiverged(
+                    f"training diverged: the loss is {last} at epoch {epoch + 1}, step {start // bs + 1}; nothing is "
+                    f"cached. Lower trainer.lr (now {t['lr']}) or check the data"
+                )
             bar.set_postfix(loss=f"{last:.4f}", refresh=False)
         if tracker is not None and not per_step and epoch >= first_tracked_epoch:
             tracker.update()
@@ -234,6 +245,12 @@ def train_or_load(
         start = time.perf_counter()
         stats, trajectory = train_model(model, data, trainer_cfg, seed, progress)
         seconds = time.perf_counter() - start
+        broken = [n for n, p in model.state_dict().items() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+        if broken:
+            raise TrainingDiverged(
+                f"training {model_cfg['name']} left non-finite weights in {broken[:3]}; nothing was cached. "
+                f"Lower trainer.lr (now {_plain(trainer_cfg)['lr']})"
+            )
         meta = {
             "key": key,
             "model": model_cfg["name"],
@@ -246,6 +263,8 @@ def train_or_load(
         return TrainedModel(model, key, path, False, seconds, meta, trajectory)
 
     def save(trained: TrainedModel, tmp: str) -> None:
-        torch.save({"state_dict": trained.model.state_dict(), "meta": trained.meta, "trajectory": trained.trajectory}, tmp)
+        with open(tmp, "wb") as fh:  # a file handle: the archive's inner name does not depend on the temp name
+            torch.save({"state_dict": trained.model.state_dict(), "meta": trained.meta,
+                        "trajectory": trained.trajectory}, fh)
 
     return cached(path, load, train, save, "model", redo="retraining")[0]

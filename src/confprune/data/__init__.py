@@ -76,11 +76,21 @@ class DatasetEntry:
     task: str
     load: Callable[..., TaskData]
     pool_size: Callable[..., int | None]
+    input_shape: Callable[..., tuple[int, ...]]  # one sample's input shape (cheap; same arguments)
+    output_shape: Callable[..., tuple[int, ...]]  # what a model must return per sample
 
 
 def limit(n: int, k: int | None) -> int:
     """``n`` capped at ``k`` (``None``: no cap); the ``train_limit`` / ``pool_limit`` options."""
     return n if k is None else min(n, int(k))
+
+
+def _idx_input_shape(**options: Any) -> tuple[int, ...]:
+    return (1, 28, 28)
+
+
+def _ten_classes(**options: Any) -> tuple[int, ...]:
+    return (10,)
 
 
 def _idx_pool_size(data_dir: str, download: bool = True, download_timeout: float = 10,
@@ -92,12 +102,14 @@ def _idx_pool_size(data_dir: str, download: bool = True, download_timeout: float
 def _registry() -> dict[str, DatasetEntry]:
     from .fashion import load_fashion_task
     from .mnist import load_mnist_task
-    from .polyp import load_polyp_task, polyp_pool_size
+    from .polyp import load_polyp_task, polyp_input_shape, polyp_output_shape, polyp_pool_size
 
     return {
-        "mnist": DatasetEntry("classification", load_mnist_task, _idx_pool_size),
-        "fashion_mnist": DatasetEntry("classification", load_fashion_task, _idx_pool_size),
-        "polypgen": DatasetEntry("segmentation", load_polyp_task, polyp_pool_size),
+        "mnist": DatasetEntry("classification", load_mnist_task, _idx_pool_size, _idx_input_shape, _ten_classes),
+        "fashion_mnist": DatasetEntry("classification", load_fashion_task, _idx_pool_size, _idx_input_shape,
+                                      _ten_classes),
+        "polypgen": DatasetEntry("segmentation", load_polyp_task, polyp_pool_size, polyp_input_shape,
+                                 polyp_output_shape),
     }
 
 

@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
+from ..errors import OptionError
+
 if TYPE_CHECKING:
     from . import TaskData
 
@@ -289,9 +291,15 @@ def polyp_pool_size(
     draw over groups, checked once the data is listed)."""
     from . import limit
 
+    _check_options(root, split, train_centres, pool_centres, pool_fraction, image_size)
     if split != "centres":
         return None
     base, is_syn = _root(data_dir, root)
+    if not is_syn:
+        for c in pool_centres:
+            if not (base / f"data_C{c}" / f"images_C{c}").is_dir():
+                raise OptionError("pool_centres", list(pool_centres),
+                                  f"centres whose folder exists under {base} (data_C{c}/images_C{c} is missing)")
     if is_syn:
         syn = {**DEFAULT_SYNTHETIC, **dict(synthetic or {})}
         n = syn["n_per_centre"] * len(pool_centres) + (syn["n_sequences"] * syn["frames"] if pool_sequences else 0)
@@ -299,7 +307,36 @@ def polyp_pool_size(
         n = sum(len(list((base / f"data_C{c}" / f"images_C{c}").glob("*.jpg"))) for c in pool_centres)
         if pool_sequences:
             n += len(list((base / "sequenceData" / "positive").glob("seq*/images_seq*/*.jpg")))
-    return limit(n, pool_limit)
+    n = limit(n, pool_limit)
+    if n == 0:
+        raise OptionError("pool_centres", list(pool_centres), f"centres with images (the pool under {base} is empty)")
+    return n
+
+
+def _check_options(root: str | None, split: str, train_centres: Sequence[int], pool_centres: Sequence[int],
+                   pool_fraction: float, image_size: int) -> None:
+    if root and not Path(root).is_dir():
+        raise OptionError("root", root, "an existing PolypGen folder (data_C1 … data_C6, sequenceData), or null for "
+                          "the synthetic stand-in")
+    if split not in ("centres", "random_groups"):
+        raise OptionError("split", split, "centres or random_groups")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise OptionError("image_size", image_size, "an integer ≥ 8 (and divisible by 2^depth for the U-Net)")
+    if split == "centres" and not pool_centres:
+        raise OptionError("pool_centres", list(pool_centres), "at least one centre (1–6)")
+    for key, centres in (("train_centres", train_centres), ("pool_centres", pool_centres)):
+        if any(int(c) not in range(1, 7) for c in centres):
+            raise OptionError(key, list(centres), "centres among 1, 2, 3, 4, 5, 6")
+    if not 0 < pool_fraction < 1:
+        raise OptionError("pool_fraction", pool_fraction, "a number in (0, 1)")
+
+
+def polyp_input_shape(image_size: int = 64, **options: object) -> tuple[int, ...]:
+    return (3, int(image_size), int(image_size))
+
+
+def polyp_output_shape(image_size: int = 64, **options: object) -> tuple[int, ...]:
+    return (1, int(image_size), int(image_size))
 
 
 def load_polyp_task(
@@ -319,6 +356,7 @@ def load_polyp_task(
 
     from . import TaskData, limit
 
+    _check_options(root, split, train_centres, pool_centres, pool_fraction, image_size)
     base, is_syn = _root(data_dir, root)
     if is_syn:
         syn = {**DEFAULT_SYNTHETIC, **dict(synthetic or {})}

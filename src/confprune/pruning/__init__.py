@@ -74,6 +74,34 @@ def check_pruning_options(options: Mapping[str, Any], group: str = "pruning") ->
                   what=f"pruning with criterion {criterion!r}")
 
 
+def check_family_fits(model: nn.Module, options: Mapping[str, Any], model_name: str, group: str = "pruning") -> None:
+    """Check, on the untrained model, that the pool is not empty and that the criterion can score
+    it (SiPP: Linear and Conv2d weights only); raises :class:`ConfigError` naming the key."""
+    include_bias, include_norm = options.get("include_bias", True), options.get("include_norm", True)
+    try:
+        pool = prunable_parameters(model, include_bias=include_bias, include_norm=include_norm)
+    except ValueError:
+        raise ConfigError(f"{group}.include_bias", include_bias, "settings that leave a non-empty pruning pool") from None
+    criterion = options.get("criterion", "magnitude")
+    if criterion not in NEEDS_SCORE_INPUTS:
+        return
+    modules = dict(model.named_modules())
+    for name in pool:
+        owner, _, pname = name.rpartition(".")
+        module = modules.get(owner)
+        if pname == "bias":
+            raise ConfigError(f"{group}.include_bias", include_bias, f"false with {criterion} (biases have no sensitivity)")
+        if pname != "weight" or not isinstance(module, (nn.Linear, nn.Conv2d)):
+            if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+                raise ConfigError(f"{group}.include_norm", include_norm,
+                                  f"false with {criterion} (normalisation parameters have no sensitivity)")
+            raise ConfigError(
+                f"{group}.criterion", criterion,
+                f"a criterion that can score model {model_name!r}: SiPP scores Linear and Conv2d weights, but the "
+                f"pool holds {type(module).__name__} {name!r}; use magnitude, layerwise, random or mu",
+            )
+
+
 def build_family(
     model: nn.Module,
     criterion: str = "magnitude",
@@ -108,12 +136,18 @@ def build_family(
     else:
         family = PruningFamily.from_scores(CRITERIA[criterion](model, pool, ctx, **options), scope=scope, criterion=criterion)
     family.score_info = ctx.info or None
+    family.config = {"criterion": criterion, "scope": scope, "include_bias": include_bias,
+                     "include_norm": include_norm, "seed": seed, **options}
+    if trajectory:
+        from ..integrity import state_dict_checksum
+
+        family.trajectory_checksum = state_dict_checksum(dict(trajectory))
     return family
 
 
 __all__ = [
     "ALL_CRITERIA", "CRITERIA", "FAMILIES", "FAMILY_KEYS", "HybridFamily", "NEEDS_SCORE_INPUTS", "SCOPES",
-    "PruningFamily", "ScoreContext", "build_family", "check_pruning_options", "criterion_options",
+    "PruningFamily", "ScoreContext", "build_family", "check_family_fits", "check_pruning_options", "criterion_options",
     "magnitude_scores", "mu_scores", "n_pruned", "prunable_parameters", "random_scores", "sipp_batch_size",
     "sipp_scores",
 ]

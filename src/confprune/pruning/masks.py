@@ -64,6 +64,8 @@ class PruningFamily:
         self.criterion = criterion
         self.scope = scope
         self.score_info: dict | None = None  # provenance of a data-informed criterion's batch
+        self.config: dict = {"criterion": criterion, "scope": scope}  # what rebuilds it (build_family's arguments)
+        self.trajectory_checksum: str | None = None  # M&U: the training statistics it was scored with
 
     @classmethod
     def from_scores(cls, scores: Mapping[str, torch.Tensor], scope: str = "global", criterion: str = "") -> PruningFamily:

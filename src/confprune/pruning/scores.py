@@ -49,6 +49,10 @@ class ScoreContext:
             self.info = {"source": "training set", "size": int(idx.numel()), "seed": int(self.seed)}
         elif not self.info:
             self.info = {"source": "given", "size": int(self.score_inputs.shape[0])}
+        if "fingerprint" not in self.info:  # a verifier checks it rebuilt the same batch
+            from ..integrity import fingerprint
+
+            self.info["fingerprint"] = fingerprint(self.score_inputs, None)
         return self.score_inputs
 
 

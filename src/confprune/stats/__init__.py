@@ -30,6 +30,7 @@ from .ltt import (
     draw_splits,
     iid_validation,
     is_binary,
+    reject_on_grid,
     split_pvalues,
     validate_splits,
 )
@@ -60,7 +61,7 @@ __all__ = [
     "DROP_METHODS", "Feasibility", "Outcome", "ParetoResult", "ParetoSplits", "PerClassRisk", "SampleSize",
     "combine_max", "drop_losses", "drop_pvalues", "drop_pvalues_from_losses", "exact_drop_pvalue",
     "expected_outcome", "feasibility", "min_achievable_pvalue", "pareto_front", "pareto_test",
-    "pareto_test_splits", "per_class_pvalues", "required_n", "risk_pvalues",
+    "pareto_test_splits", "per_class_pvalues", "reject_on_grid", "required_n", "risk_pvalues",
     "BINARY_ONLY", "BOUNDS", "FWERS", "NOT_CERTIFIED", "Bonferroni", "Calibration", "FixedSequence", "FwerProcedure",
     "Holm", "IidValidation", "draw_iid_calibration", "iid_validation", "MultiStartFixedSequence", "SplitValidation", "Splits", "bentkus_pvalue",
     "binomial_pvalue", "calibrate", "certified_index", "check_loss_table", "clopper_pearson",

@@ -189,17 +189,35 @@ class IidValidation:
 
 def iid_validation(
     losses: np.ndarray, *, n_cal: int, n_reps: int, alpha: float, delta: float, bound: str,
-    fwer: FwerProcedure | str = "fixed_sequence", seed: int = 0,
+    fwer: FwerProcedure | str = "fixed_sequence", seed: int = 0, n_grid: int | None = None,
+    draws: Splits | None = None,
 ) -> IidValidation:
-    """Exact validity check on a real loss table (method.md §5's known truth, from real data)."""
+    """Exact validity check on a real loss table (method.md §5's known truth, from real data).
+    ``n_grid``: the planned grid size when the table holds only a prefix (see :func:`reject_on_grid`);
+    ``draws``: the i.i.d. calibration draws, if already made (else drawn from ``seed``)."""
     losses = check_loss_table(losses)
     procedure = make_fwer(fwer)
-    draws = draw_iid_calibration(losses.shape[1], n_cal, n_reps, seed)
+    if draws is None:
+        draws = draw_iid_calibration(losses.shape[1], n_cal, n_reps, seed)
     p, _ = split_pvalues(losses, draws, alpha=alpha, delta=delta, bound=bound)
-    idx = certified_index(procedure.reject(p, delta))
+    idx = certified_index(reject_on_grid(procedure, p, delta, n_grid))
     true_risk = losses.astype(np.float64).mean(axis=1)
     violated = (idx != NOT_CERTIFIED) & (true_risk[np.maximum(idx, 0)] > alpha)
     return IidValidation(lambda_index=idx, violated=violated, alpha=alpha, delta=delta)
+
+
+def reject_on_grid(procedure: FwerProcedure, p: np.ndarray, delta: float, n_grid: int | None = None) -> np.ndarray:
+    """Rejections of the evaluated rows ``p`` (shape (G', ...)) as part of the planned grid of
+    ``n_grid`` ≥ G' points (None: G'). Rows never evaluated (an early-stopped sweep) count as
+    p = 1, so Bonferroni divides by the planned grid size and multi-start chains start where the
+    planned grid puts them, whatever was evaluated."""
+    g = p.shape[0]
+    if n_grid is None or n_grid == g:
+        return procedure.reject(p, delta)
+    if n_grid < g:
+        raise ValueError(f"n_grid={n_grid} is smaller than the {g} evaluated grid points")
+    padded = np.concatenate([p, np.ones((n_grid - g, *p.shape[1:]))])
+    return procedure.reject(padded, delta)[:g]
 
 
 def _cal_sums(losses: np.ndarray, mask: np.ndarray, binary: bool) -> np.ndarray:
@@ -248,7 +266,6 @@ class SplitValidation:
     cal_risk: np.ndarray  # (S,) calibration risk at λ̂ (NaN when not certified)
     test_risk: np.ndarray  # (S,) test risk at λ̂ (NaN when not certified)
     violated: np.ndarray  # (S,) bool: certified and test risk > α
-    pool_risk: np.ndarray  # (S,) risk at λ̂ over the whole pool (NaN when not certified)
     alpha: float
     delta: float
     n_cal: int
@@ -261,22 +278,16 @@ class SplitValidation:
         return int(self.lambda_index.shape[0])
 
     @property
-    def coverage(self) -> float:
-        """Fraction of splits whose test risk at λ̂ is ≤ α (an uncertified split makes no claim)."""
-        return float(1.0 - self.violated.mean())
+    def coverage(self) -> float | None:
+        """Fraction of splits whose test risk at λ̂ is ≤ α (an uncertified split makes no claim);
+        None (undefined) without test points."""
+        return float(1.0 - self.violated.mean()) if self.n_test > 0 else None
 
-    def coverage_interval(self, confidence: float = 0.95) -> tuple[float, float]:
+    def coverage_interval(self, confidence: float = 0.95) -> tuple[float, float] | None:
+        """Clopper–Pearson interval of :attr:`coverage`; None without test points."""
+        if self.n_test == 0:
+            return None
         return clopper_pearson(int((~self.violated).sum()), self.n_splits, confidence)
-
-    @property
-    def pool_coverage(self) -> float:
-        """Fraction of splits whose risk at λ̂ over the whole pool is ≤ α.
-
-        When the pool is taken as the population, this is the guarantee's own event, free of the
-        test set's sampling noise (which, at n_test = 1000 and α = 0.03, is larger than the margin
-        LTT leaves below α, so the test-risk ``coverage`` understates it).
-        """
-        return float(1.0 - np.mean(self.certified & (np.nan_to_num(self.pool_risk, nan=0.0) > self.alpha)))
 
 
 def validate_splits(
@@ -288,8 +299,10 @@ def validate_splits(
     bound: str,
     fwer: FwerProcedure | str = "fixed_sequence",
     keep_pvalues: bool = False,
+    n_grid: int | None = None,
 ) -> SplitValidation:
-    """Run LTT on each split's calibration rows and measure the test risk at the certified λ̂."""
+    """Run LTT on each split's calibration rows and measure the test risk at the certified λ̂.
+    ``n_grid``: the planned grid size when the table holds only a prefix (see :func:`reject_on_grid`)."""
     losses = check_loss_table(losses)
     if splits.cal_mask.shape[1] != losses.shape[1]:
         raise ValueError(
@@ -298,8 +311,7 @@ def validate_splits(
         )
     procedure = make_fwer(fwer)
     p, cal_risk_table = split_pvalues(losses, splits, alpha=alpha, delta=delta, bound=bound)
-    rejected = procedure.reject(p, delta)
-    idx = certified_index(rejected)
+    idx = certified_index(reject_on_grid(procedure, p, delta, n_grid))
     certified = idx != NOT_CERTIFIED
     safe = np.where(certified, idx, 0)
     cols = np.arange(splits.n_splits)
@@ -311,14 +323,12 @@ def validate_splits(
     else:
         test_risk = np.full(splits.n_splits, np.nan)
     violated = certified & (np.nan_to_num(test_risk, nan=0.0) > alpha)
-    pool_risk = np.where(certified, losses.astype(np.float64).mean(axis=1)[safe], np.nan)
     return SplitValidation(
         lambda_index=idx,
         certified=certified,
         cal_risk=cal_risk,
         test_risk=test_risk,
         violated=violated,
-        pool_risk=pool_risk,
         alpha=alpha,
         delta=delta,
         n_cal=splits.n_cal,
@@ -355,8 +365,10 @@ def calibrate(
     bound: str,
     fwer: FwerProcedure | str = "fixed_sequence",
     order_seed: int | None = 0,
+    n_grid: int | None = None,
 ) -> Calibration:
-    """LTT on a single calibration loss table of shape (G, n).
+    """LTT on a single calibration loss table of shape (G', n): the evaluated rows of a grid
+    planned with ``n_grid`` ≥ G' points (None: G'; see :func:`reject_on_grid`).
 
     For sequential bounds (WSR) the calibration points are taken in a random order drawn from
     ``order_seed`` (fixed before seeing the data); ``order_seed=None`` keeps the given column
@@ -370,7 +382,7 @@ def calibrate(
     if bound in NEEDS_SEQUENCE and order_seed is not None:
         cal_losses = cal_losses[:, np.random.default_rng(order_seed).permutation(n)]
     p = pvalues_from_losses(bound, cal_losses, alpha, delta)  # type: ignore[arg-type]
-    rejected = procedure.reject(p, delta)
+    rejected = reject_on_grid(procedure, np.asarray(p, dtype=np.float64), delta, n_grid)
     return Calibration(
         lambda_index=int(certified_index(rejected)),
         p_values=np.asarray(p, dtype=np.float64),

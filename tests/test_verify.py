@@ -1,0 +1,212 @@
+"""verify re-derives the certificate: honest certificates from every bound × FWER procedure pass;
+every forgery an adversary can make with the library's own functions fails, naming the field."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import confprune
+from confprune.api import certify_from_table
+from confprune.calibrate import deployment_indices
+from confprune.export import claim_text, pruned_state_dict
+from confprune.integrity import fingerprint, state_dict_checksum
+from confprune.losses import make_loss
+from confprune.pruning import build_family
+from confprune.stats import BOUNDS, FWERS, pvalues_from_losses
+from confprune.sweep import compute_loss_table
+from confprune.verify import ISSUER, PLAIN
+
+GRID = [round(0.05 * i, 2) for i in range(20)]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """A small classifier and a 3000-point pool with ~2% dense errors."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3)).eval()
+    x = torch.randn(3000, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    flip = torch.rand(3000, generator=torch.Generator().manual_seed(1)) < 0.02
+    y[flip] = (y[flip] + 1) % 3
+    return model, x, y
+
+
+def seeded_certificate(model, x, y, *, fwer="fixed_sequence", bound="binomial", alpha=0.1, n_cal=2000, seed=3):
+    """What the runner issues: a deployment set drawn from the pool with a recorded seed."""
+    family = build_family(model)
+    table = compute_loss_table(model, family, GRID, (x, y), make_loss("label_01"), batch_size=500, progress=False)
+    idx = deployment_indices(len(x), n_cal, seed)
+    res = certify_from_table(model, family, table, make_loss("label_01"), alpha=alpha, delta=0.1, bound=bound,
+                             fwer=fwer, calibration_indices=idx,
+                             calibration_draw={"source": "seeded", "pool_size": len(x), "n_cal": n_cal, "seed": seed},
+                             data_info={"calibration_fingerprint": fingerprint(x, y, idx)})
+    return res, table
+
+
+def failed(report) -> set[str]:
+    return {c.name for c in report.failed}
+
+
+@pytest.mark.parametrize("fwer", list(FWERS))
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_honest_certificates_verify_for_every_bound_and_procedure(pool, bound, fwer):
+    model, x, y = pool
+    res, _ = seeded_certificate(model, x, y, fwer=fwer, bound=bound)
+    assert res.certified, (bound, fwer)
+    report = confprune.verify_certificate(res.certificate, res.pruned_state, model, (x, y))
+    assert report.ok and report.status == PLAIN, str(report)
+    assert report.recomputed_cal_risk == res.cal_risk
+
+
+def test_uncertified_honest_certificate_verifies(pool):
+    model, x, y = pool
+    res, _ = seeded_certificate(model, x, y, alpha=0.001)
+    assert not res.certified
+    report = confprune.verify_certificate(res.certificate, None, model, (x, y))
+    assert report.ok, str(report)
+
+
+def forged_hand_picked(res, table, model, x, y):
+    """The audit's forgery: λ̂ moved to the last grid point (pool risk above α) with hand-picked
+    calibration points the pruned model gets right; p-values, risks, export, checksum and
+    fingerprint all recomputed with the library's own functions."""
+    cert = copy.deepcopy(res.certificate)
+    j = int(np.flatnonzero(table.losses.mean(1) > cert["alpha"])[0])  # the first λ whose true risk exceeds α
+    right = np.flatnonzero(table.losses[j] == 0)
+    assert right.size >= cert["n_cal"]
+    idx = np.random.default_rng(0).permutation(right)[: cert["n_cal"]]
+    losses = table.losses[:, idx]
+    cert["calibration_indices"] = idx.tolist()
+    cert["p_values"] = [float(p) for p in pvalues_from_losses("binomial", losses, cert["alpha"], cert["delta"])]
+    cert["cal_risk_per_lambda"] = [float(r) for r in losses.astype(np.float64).mean(1)]
+    cert["lambda_index"], cert["lambda_hat"], cert["cal_risk"] = j, GRID[j], 0.0
+    family = build_family(model)
+    cert["sparsity_pool"] = family.sparsity(GRID[j])
+    cert["sparsity_model"] = round(family.sparsity(GRID[j]) * family.pool_size) / family.pool_size
+    state = pruned_state_dict(model, family, GRID[j])
+    cert["model"]["pruned_checksum"] = state_dict_checksum(state)
+    cert["data"]["calibration_fingerprint"] = fingerprint(x, y, idx)
+    return cert, state
+
+
+def test_forgery_hand_picked_calibration_points_fails(pool):
+    model, x, y = pool
+    res, table = seeded_certificate(model, x, y)
+    cert, state = forged_hand_picked(res, table, model, x, y)
+    assert table.losses[cert["lambda_index"]].mean() > cert["alpha"] and cert["lambda_index"] > res.lambda_index
+    report = confprune.verify_certificate(cert, state, model, (x, y))
+    assert not report.ok and "calibration indices" in failed(report), str(report)
+    assert "DIFFERENT" in next(c.detail for c in report.failed if c.name == "calibration indices")
+
+
+def test_forgery_one_p_value_changed_fails(pool):
+    # Fixed sequence would stop at a p-value of 0.9: the recomputed p-value and decision disagree.
+    model, x, y = pool
+    res, _ = seeded_certificate(model, x, y)
+    cert = copy.deepcopy(res.certificate)
+    cert["p_values"][3] = 0.9
+    report = confprune.verify_certificate(cert, res.pruned_state, model, (x, y))
+    assert "p_values" in failed(report), str(report)
+    assert "recorded 0.9" in next(c.detail for c in report.failed if c.name == "p_values")
+
+
+def test_forgery_bonferroni_moved_beyond_its_level_fails(pool):
+    # A Bonferroni certificate moved to a λ whose p-value passes δ but not δ/G.
+    model, x, y = pool
+    _, table = seeded_certificate(model, x, y)
+    cal = table.losses[:, deployment_indices(len(x), 2000, 3)]
+    for alpha in np.linspace(0.02, 0.6, 59):  # an α at which some λ's p-value lies in (δ/G, δ]
+        p = pvalues_from_losses("binomial", cal, alpha, 0.1)
+        between = np.flatnonzero((p > 0.1 / len(GRID)) & (p <= 0.1))
+        if between.size:
+            break
+    assert between.size
+    res, _ = seeded_certificate(model, x, y, fwer="bonferroni", alpha=float(alpha))
+    cert = copy.deepcopy(res.certificate)
+    j = int(between[0])
+    # A consistent forgery: every field moved to λ_j, the export rebuilt there.
+    family = build_family(model)
+    state = pruned_state_dict(model, family, GRID[j])
+    cert.update(certified=True, lambda_index=j, lambda_hat=GRID[j], cal_risk=float(cal[j].astype(np.float64).mean()),
+                sparsity_pool=family.sparsity(GRID[j]),
+                sparsity_model=round(family.sparsity(GRID[j]) * family.pool_size) / family.pool_size,
+                claim=claim_text(True, cert["alpha"], 0.1, 2000, "label_01", "binomial", "bonferroni"))
+    cert["model"]["pruned_checksum"] = state_dict_checksum(state)
+    report = confprune.verify_certificate(cert, state, model, (x, y))
+    got = next(c for c in report.failed if c.name == "lambda_index")
+    assert failed(report) <= {"lambda_index", "cal_risk", "sparsity_pool", "sparsity_model", "pruned model",
+                              "model.pruned_checksum"}, str(report)
+    assert f"recorded {j}" in got.detail and f"recomputed {res.lambda_index}" in got.detail
+
+
+def test_forgery_edited_weight_with_rewritten_checksum_fails(pool):
+    model, x, y = pool
+    res, _ = seeded_certificate(model, x, y)
+    state = {k: v.clone() for k, v in res.pruned_state.items()}
+    state["2.weight"][0, 0] += 0.5
+    cert = copy.deepcopy(res.certificate)
+    cert["model"]["pruned_checksum"] = state_dict_checksum(state)
+    report = confprune.verify_certificate(cert, state, model, (x, y))
+    assert failed(report) == {"pruned model"}, str(report)
+    assert "'2.weight'" in report.failed[0].detail
+
+
+@pytest.mark.parametrize(
+    "field,value,names",
+    [
+        ("lambda_hat", 0.05, {"lambda_hat"}),
+        ("n_cal", 1999, {"n_cal"}),
+        ("delta", 0.2, {"claim", "p_values"}),
+        ("alpha", 0.2, {"claim", "p_values"}),
+        ("claim", "The pruned model is perfect.", {"claim"}),
+        ("sparsity_pool", 0.99, {"sparsity_pool"}),
+        ("cal_risk", 0.0, {"cal_risk"}),
+        ("bound", "hb", {"claim", "p_values"}),
+    ],
+)
+def test_forgery_of_a_claim_field_fails_naming_it(pool, field, value, names):
+    model, x, y = pool
+    res, _ = seeded_certificate(model, x, y)
+    cert = copy.deepcopy(res.certificate)
+    cert[field] = value
+    report = confprune.verify_certificate(cert, res.pruned_state, model, (x, y))
+    assert not report.ok and names & failed(report), (field, str(report))
+    for check in report.failed:
+        if check.name == field:
+            assert "recorded" in check.detail and "recomputed" in check.detail
+
+
+def test_other_data_or_other_dense_model_fail(pool):
+    model, x, y = pool
+    res, _ = seeded_certificate(model, x, y)
+    x2 = x.clone()
+    x2[5] += 1.0
+    report = confprune.verify_certificate(res.certificate, res.pruned_state, model, (x2, y))
+    assert {"data.data_fingerprint"} <= failed(report)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other[0].weight[0, 0] += 1e-3
+    report = confprune.verify_certificate(res.certificate, res.pruned_state, other, (x, y))
+    assert "model.dense_checksum" in failed(report)
+
+
+def test_issuer_chosen_calibration_is_never_a_plain_pass(pool):
+    model, x, y = pool
+    res = confprune.certify(model, (x[:2000], y[:2000]), alpha=0.1, delta=0.1, lambdas=GRID)
+    assert res.certificate["calibration"] == {"source": "issuer"}
+    report = confprune.verify_certificate(res.certificate, res.pruned_state, model, (x[:2000], y[:2000]))
+    assert report.ok and report.status == ISSUER and report.status != PLAIN
+    assert "issuer-chosen" in str(report)
+
+
+def test_claim_text_is_regenerated_from_the_fields(pool):
+    model, x, y = pool
+    res, _ = seeded_certificate(model, x, y)
+    c = res.certificate
+    assert c["claim"] == claim_text(True, c["alpha"], c["delta"], c["n_cal"], "label_01", c["bound"], c["fwer"])
