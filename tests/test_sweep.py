@@ -97,3 +97,120 @@ def test_aux_statistics_are_pool_means(setup):
     out = model(x).detach()
     abstained = (torch.softmax(out, 1).amax(1) < 0.6).float().mean().item()
     assert table.aux["abstention"][0] == pytest.approx(abstained, abs=1e-12)
+
+
+def reference_table(model, family, grid, x, y, loss, batch_size):
+    """The sweep as it was first written (a functional call per batch with the pruned weights in
+    channels_last), kept here as the independent reference the loop orders must reproduce."""
+    from torch.func import functional_call
+
+    from confprune.forward import fast_layout
+
+    state = {**{k: v.detach() for k, v in model.named_parameters()}, **{k: v.detach() for k, v in model.named_buffers()}}
+    params = {k: state[k] for k in family.parameter_names}
+    rows = []
+    with torch.inference_mode():
+        for lam in grid:
+            weights = {k: fast_layout(v) for k, v in {**state, **family.apply(params, float(lam))}.items()}
+            dense_w = {k: fast_layout(v) for k, v in state.items()}
+            parts = []
+            for s in range(0, x.shape[0], batch_size):
+                xb = fast_layout(x[s:s + batch_size])
+                dense = functional_call(model, dense_w, (xb,))
+                out = functional_call(model, weights, (xb,))
+                parts.append(loss(dense, out, None if y is None else y[s:s + batch_size]).float())
+            rows.append(torch.cat(parts).numpy())
+    return np.stack(rows)
+
+
+@pytest.fixture(scope="module")
+def cnn_setup():
+    from confprune.models import MnistCNN
+
+    torch.manual_seed(2)
+    model = MnistCNN(channels=(4, 8), hidden=16).eval()
+    x = torch.randn(240, 1, 28, 28)
+    y = torch.randint(0, 10, (240,))
+    return model, build_family(model), x, y
+
+
+@pytest.mark.parametrize("name", ["label_01", "disagreement", "selective", "tv_distance"])
+def test_both_loop_orders_reproduce_the_reference_bit_for_bit(cnn_setup, name):
+    model, family, x, y = cnn_setup
+    loss = make_loss(name)
+    ref = reference_table(model, family, GRID, x, y, loss, 100)
+    in_memory = compute_loss_table(model, family, GRID, (x, y), loss, batch_size=100, progress=False)
+    streamed = compute_loss_table(model, family, GRID, DataLoader(TensorDataset(x, y), batch_size=100), loss,
+                                  batch_size=100, lambda_chunk=3, progress=False)
+    np.testing.assert_array_equal(in_memory.losses, ref)
+    np.testing.assert_array_equal(streamed.losses, ref)
+
+
+@pytest.mark.parametrize("name", ["seg_fail", "seg_disagreement", "seg_miss"])
+def test_segmentation_losses_reproduce_the_reference(name):
+    from confprune.models import UNet
+
+    torch.manual_seed(3)
+    model = UNet(width=4, depth=2).eval()
+    x = torch.randn(24, 3, 32, 32)
+    with torch.no_grad():  # half the pixels positive: masks that pruning changes
+        model.head.bias -= model(x).median()
+        y = (model(x) > 0).float()
+    family = build_family(model, include_norm=False)
+    loss = make_loss(name)
+    ref = reference_table(model, family, GRID, x, y, loss, 8)
+    table = compute_loss_table(model, family, GRID, (x, y), loss, batch_size=8, progress=False)
+    np.testing.assert_array_equal(table.losses, ref)
+    assert ref[-1].mean() > 0  # the check is not on all-zero rows
+    assert ref[0].mean() == 0 or name == "seg_miss"  # λ = 0 is the dense model
+
+
+def test_several_losses_from_one_pass_equal_separate_sweeps(cnn_setup):
+    from confprune.sweep import compute_loss_tables
+
+    model, family, x, y = cnn_setup
+    names = ["label_01", "disagreement", "tv_distance"]
+    together = compute_loss_tables(model, family, GRID, (x, y), [make_loss(n) for n in names], batch_size=100,
+                                   progress=False)
+    for name, table in zip(names, together, strict=True):
+        alone = compute_loss_table(model, family, GRID, (x, y), make_loss(name), batch_size=100, progress=False)
+        np.testing.assert_array_equal(table.losses, alone.losses)
+
+
+def test_streamed_early_stop_keeps_the_prefix_exactly(cnn_setup):
+    model, family, x, y = cnn_setup
+    loss = make_loss("label_01")
+    full = compute_loss_table(model, family, GRID, (x, y), loss, batch_size=100, progress=False)
+    loader = DataLoader(TensorDataset(x, y), batch_size=100)
+    cut = compute_loss_table(model, family, GRID, loader, loss, batch_size=100, lambda_chunk=4,
+                             stop=lambda j, row: j == 5, progress=False)
+    np.testing.assert_array_equal(cut.losses, full.losses[:6])
+
+
+def test_the_progress_bar_moves_with_every_lambda(cnn_setup, monkeypatch):
+    # In memory, one update per λ row (not all at the end of one pass over the data).
+    import confprune.sweep as sweep_mod
+
+    updates: list[float] = []
+
+    class Bar:
+        def __init__(self, *a, **k):
+            pass
+
+        def update(self, n):
+            updates.append(n)
+
+        def set_postfix(self, **k):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(sweep_mod, "tqdm", Bar)
+    model, family, x, y = cnn_setup
+    compute_loss_table(model, family, GRID, (x, y), make_loss("label_01"), batch_size=100, progress=True)
+    assert updates == [1] * len(GRID)
+    updates.clear()
+    compute_loss_table(model, family, GRID, DataLoader(TensorDataset(x, y), batch_size=60),
+                       make_loss("label_01"), batch_size=60, lambda_chunk=5, progress=True)
+    assert len(updates) == 4 * 2 and sum(updates) == pytest.approx(len(GRID))  # per batch, per chunk

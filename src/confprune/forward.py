@@ -1,20 +1,23 @@
 """Forward passes: the one path every evaluation of a (pruned) model goes through.
 
-The sweep, the dense metrics, the export check, verification and the figures all run models
-through :func:`forward_batched` / :func:`forward` (same layout, same batching), so that their
-outputs agree bit for bit. :func:`as_batches` turns what users pass as data (tensors, a
-fixed-order DataLoader) into one re-iterable stream of ``(inputs, targets-or-None)`` batches.
+A model is evaluated as a *fast copy* (:func:`fast_copy`: a detached eval-mode copy whose 4-D
+weights and inputs use the channels_last layout, where oneDNN convolutions run fastest on CPU);
+pruned weights are copied into it in place (:func:`load_weights`), so no module is rebuilt and
+no weight is converted again per batch. The sweep, the dense metrics, verification and the
+figures all go through this path with the same batching, so their outputs agree bit for bit.
+:func:`as_batches` turns what users pass as data (tensors, NumPy arrays, a fixed-order
+DataLoader) into one re-iterable stream of ``(inputs, targets-or-None)`` batches.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from .errors import OptionError
 
@@ -29,8 +32,34 @@ def fast_layout(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
-def forward(model: nn.Module, weights: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    return functional_call(model, {k: fast_layout(v) for k, v in weights.items()}, (fast_layout(x),))
+def fast_copy(model: nn.Module) -> nn.Module:
+    """A detached, eval-mode copy of ``model`` with its 4-D parameters and buffers in channels_last
+    (the model itself is untouched)."""
+    net = copy.deepcopy(model).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return to_fast_layout(net)
+
+
+def to_fast_layout(net: nn.Module) -> nn.Module:
+    """Put ``net``'s 4-D parameters and buffers in the layout :func:`fast_layout` gives (in place;
+    exactly that layout, strides included, so that every path runs the same kernels)."""
+    with torch.no_grad():
+        for t in [*net.parameters(), *net.buffers()]:
+            if t.dim() == 4:
+                t.data = fast_layout(t.data)
+    net._confprune_fast = True  # type: ignore[attr-defined]  (the sweep converts no further)
+    return net
+
+
+def load_weights(net: nn.Module, weights: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Copy ``weights`` (name → tensor) into ``net``'s parameters and buffers in place; each keeps
+    its layout (values are equal; only memory order may differ)."""
+    own = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+    with torch.no_grad():
+        for name, value in weights.items():
+            own[name].copy_(value)
+    return net
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -41,21 +70,32 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def forward_batched(
     model: nn.Module,
     inputs: torch.Tensor,
-    weights: dict[str, torch.Tensor] | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None,
     batch_size: int = 500,
 ) -> list[torch.Tensor]:
-    """Model outputs over ``inputs`` in batches, optionally with substituted ``weights``.
-
-    Uses the same forward as the sweep (layout and batching), so the export check and
-    verification agree with the loss table bit for bit.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    weights = model_state(model) if weights is None else weights
-    return [forward(model, weights, inputs[b].to(device)) for b in _batches(inputs.shape[0], batch_size)]
+    """Model outputs over ``inputs`` in batches, optionally with substituted ``weights`` (name →
+    tensor, e.g. a pruning family's ``apply``), through the sweep's path (:func:`fast_copy`, the
+    same layout and batching), so that its outputs equal the loss table's bit for bit."""
+    net = fast_copy(model)
+    if weights is not None:
+        load_weights(net, weights)
+    device = next(net.parameters()).device
+    return [net(fast_layout(inputs[b].to(device))) for b in _batches(inputs.shape[0], batch_size)]
 
 
 Batch = tuple[torch.Tensor, torch.Tensor | None]
+
+
+class BatchSource:
+    """A re-iterable stream of batches: calling it starts a pass. ``in_memory``: the data are
+    tensors already in memory (the sweep then takes the fastest loop order); ``n_batches``: the
+    number of batches per pass, when known."""
+
+    def __init__(self, iterate: Callable[[], Iterator[Batch]], in_memory: bool, n_batches: int | None) -> None:
+        self.iterate, self.in_memory, self.n_batches = iterate, in_memory, n_batches
+
+    def __call__(self) -> Iterator[Batch]:
+        return self.iterate()
 
 
 def _as_tensor(a: Any, what: str) -> Any:
@@ -83,7 +123,7 @@ def _order_is_fixed(loader: Any) -> bool:
         return True
 
 
-def as_batches(data: Any, batch_size: int = 500) -> Callable[[], Iterator[Batch]]:
+def as_batches(data: Any, batch_size: int = 500) -> BatchSource:
     """A re-iterable source of (inputs, targets-or-None) batches, in a fixed order.
 
     Accepts a DataLoader (or any re-iterable of batches: tensors, (x,) or (x, y) tuples or
@@ -104,11 +144,13 @@ def as_batches(data: Any, batch_size: int = 500) -> Callable[[], Iterator[Batch]
             raise OptionError("calibration_data", f"{inputs.shape[0]} inputs, {targets.shape[0]} targets",
                               "as many targets as inputs")
 
+        slices = _batches(inputs.shape[0], batch_size)
+
         def tensors() -> Iterator[Batch]:
-            for b in _batches(inputs.shape[0], batch_size):
+            for b in slices:
                 yield inputs[b], None if targets is None else targets[b]
 
-        return tensors
+        return BatchSource(tensors, in_memory=True, n_batches=len(slices))
     if not hasattr(data, "__iter__"):
         raise OptionError("calibration_data", type(data).__name__,
                           "a DataLoader with a fixed order, a tensor or NumPy array, or (inputs, targets)")
@@ -135,4 +177,8 @@ def as_batches(data: Any, batch_size: int = 500) -> Callable[[], Iterator[Batch]
         if empty:
             raise OptionError("calibration_data", "a loader that yields no batch", "at least one data point")
 
-    return loader
+    try:
+        n_batches: int | None = len(data)
+    except TypeError:
+        n_batches = None
+    return BatchSource(loader, in_memory=False, n_batches=n_batches)

@@ -51,7 +51,7 @@ from .stats import (
     make_fwer,
     validate_splits,
 )
-from .sweep import LossTable, cached_loss_table, compute_loss_table
+from .sweep import LossTable, cached_loss_tables, compute_loss_tables
 from .train import cached_dense_metrics, train_or_load
 
 log = logging.getLogger("confprune")
@@ -222,29 +222,42 @@ def loss_table(
 ) -> tuple[LossTable, bool]:
     """The per-sample loss table over the pool. Complete tables are cached under the weights'
     checksum, the pool's fingerprint, the loss, the family and the grid, and shared by every job
-    with the same ones; an early-stopped sweep is not cached."""
+    with the same ones; with ``sweep.share_losses`` the task's other losses (default options) come
+    out of the same pass of the network and are cached too, so a multirun over losses runs the
+    network once. An early-stopped sweep is not cached."""
     cal = cfg.calibration
-    stop = (
-        FixedSequenceStop([draws.splits, draws.iid], draws.deploy, alpha=cal.alpha, delta=cal.delta,
-                          bound=cfg.bound.name)
-        if cfg.sweep.early_stop else None
-    )
+    pool = (data.pool_inputs, data.pool_targets)
 
-    def sweep() -> LossTable:
-        return compute_loss_table(dense.model, family, grid, (data.pool_inputs, data.pool_targets), loss,
-                                  batch_size=cfg.sweep.batch_size, stop=stop, progress=cfg.sweep.progress)
+    def sweep(losses: list[Loss], stop: Any = None) -> list[LossTable]:
+        return compute_loss_tables(dense.model, family, grid, pool, losses, batch_size=cfg.sweep.batch_size,
+                                   stop=stop, progress=cfg.sweep.progress)
 
-    if stop is not None:
-        return sweep(), False
-    payload = {
-        "model_checksum": dense.checksum,
-        "pool": data.pool_fingerprint(),
-        "loss": {"name": loss.name, **loss.params},
-        "pruning": dict(cfg.pruning),
-        "grid": [float(x) for x in grid],
-        "device": torch.device(cfg.sweep.device).type,
-    }
-    return cached_loss_table(cfg.paths.cache_dir, payload, sweep)
+    if cfg.sweep.early_stop:
+        stop = FixedSequenceStop([draws.splits, draws.iid], draws.deploy, alpha=cal.alpha, delta=cal.delta,
+                                 bound=cfg.bound.name)
+        return sweep([loss], stop)[0], False
+    losses = [loss, *(companion_losses(loss, data.task) if cfg.sweep.share_losses else [])]
+
+    def payload(one: Loss) -> dict[str, Any]:
+        return {
+            "model_checksum": dense.checksum,
+            "pool": data.pool_fingerprint(),
+            "loss": {"name": one.name, **one.params},
+            "pruning": dict(cfg.pruning),
+            "grid": [float(x) for x in grid],
+            "device": torch.device(cfg.sweep.device).type,
+        }
+
+    return cached_loss_tables(cfg.paths.cache_dir, [payload(one) for one in losses],
+                              lambda wanted: sweep([losses[i] for i in wanted]))
+
+
+def companion_losses(loss: Loss, task: str) -> list[Loss]:
+    """The task's other registered losses, with their default options (computed in the same pass)."""
+    from .losses import LOSSES
+
+    return [spec.make() for name, spec in LOSSES.items()
+            if spec.task == task and not (name == loss.name and spec.make().params == loss.params)]
 
 
 def split_validation(cfg: Config, table: LossTable, draws: CalibrationDraws) -> Validation:

@@ -78,6 +78,7 @@ class SweepConfig:
     early_stop: bool = False
     device: str = "cpu"
     progress: bool = True
+    share_losses: bool = True  # compute (and cache) the task's other losses in the same pass of the network
     num_threads: int | None = None  # torch intra-op threads per job (None: torch's default; joblib caps it)
 
 

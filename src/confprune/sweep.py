@@ -1,16 +1,18 @@
 """The λ sweep: the per-sample loss table L (G × N) over the evaluation pool, computed once.
 
-Dense outputs are computed once; for each λ the pruned weights are built from the dense ones
-(never cumulatively) and passed to ``torch.func.functional_call``, so the module is never copied
-or modified. An optional ``stop`` rule ends the sweep early (fixed-sequence testing has stopped
-for every split, so later rows cannot change any result).
+Dense outputs are computed once; for each λ the pruned model is the dense model's fast copy
+with that λ's weights copied in place (built from the dense weights, never cumulatively; the
+model itself is never modified). Several losses come out of one pass of the network. An
+optional ``stop`` rule ends the sweep early (fixed-sequence testing has stopped for every
+split, so later rows cannot change any result). See :func:`compute_loss_tables` for the loop
+orders.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,8 +22,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import cached
-from .forward import as_batches, forward, model_state
+from .cache import atomic_write, cached
+from .forward import BatchSource, as_batches, fast_copy, fast_layout, to_fast_layout
 from .integrity import StreamingFingerprint, content_key
 from .losses import Loss
 from .pruning import PruningFamily
@@ -117,30 +119,202 @@ def check_outputs(out: Any, what: str, batch: int) -> torch.Tensor:
     return out
 
 
-def cached_loss_table(
-    cache_dir: str | Path, payload: Mapping[str, Any], compute: Callable[[], LossTable]
+def cached_loss_tables(
+    cache_dir: str | Path, payloads: Sequence[Mapping[str, Any]], compute: Callable[[list[int]], list[LossTable]]
 ) -> tuple[LossTable, bool]:
-    """The loss table for ``payload`` (everything that determines it) from the cache, or computed
-    and cached. Returns (table, from_cache). Only complete tables are cached; a corrupt entry is
-    reported and recomputed."""
-    key = content_key({"kind": "loss_table", **payload})
+    """The loss table of ``payloads[0]`` (everything that determines it) from the cache, or
+    computed — together with the tables of the other payloads that are not cached yet, in the
+    same pass of the network (``compute(indices)`` returns their tables in that order) — and
+    cached, each under its own key. Returns (table, from_cache). Only complete tables are cached;
+    a corrupt entry is reported and recomputed."""
+    keys = [content_key({"kind": "loss_table", **p}) for p in payloads]
+    paths = [Path(cache_dir) / "loss_tables" / f"{k}.npz" for k in keys]
 
     def load(path: Path) -> LossTable:
-        table = LossTable.load(path, expected_key=key)
+        table = LossTable.load(path, expected_key=keys[0])
         if not table.complete:
             raise ValueError("incomplete table")
         log.info("loaded cached loss table %s", path)
         return table
 
-    def save(table: LossTable, tmp: str) -> None:
+    def save(table: LossTable, tmp: str, key: str) -> None:
         with open(tmp, "wb") as fh:
             table.save(fh, key=key)
 
-    return cached(Path(cache_dir) / "loss_tables" / f"{key}.npz", load, compute, save, "loss-table",
+    def compute_all() -> LossTable:
+        wanted = [0, *(i for i in range(1, len(paths)) if not paths[i].exists())]
+        tables = compute(wanted)
+        for i, table in zip(wanted[1:], tables[1:], strict=True):  # the companions, written atomically
+            if table.complete:
+                try:
+                    atomic_write(paths[i], lambda tmp, t=table, k=keys[i]: save(t, tmp, k))
+                except OSError as err:
+                    log.warning("could not cache the loss table at %s (%s)", paths[i], err.strerror or err)
+        return tables[0]
+
+    return cached(paths[0], load, compute_all, lambda table, tmp: save(table, tmp, keys[0]), "loss-table",
                   keep=lambda table: table.complete)
 
 
+class _Rows:
+    """The rows of one loss table as they are finished: checks, aux statistics, timing."""
+
+    def __init__(self, loss: Loss) -> None:
+        self.loss = loss
+        self.rows: list[np.ndarray] = []
+        self.aux: dict[str, list[float]] = {}
+        self.seconds: list[float] = []
+
+    def add(self, lam: float, parts: list[torch.Tensor], aux: dict[str, float], seconds: float) -> np.ndarray:
+        row = torch.cat(parts).numpy()
+        finite = row[np.isfinite(row)]
+        if finite.size < row.size or row.min() < 0 or row.max() > 1:
+            found = f"[{finite.min():g}, {finite.max():g}]" if finite.size else "no finite value"
+            raise ValueError(
+                f"loss {self.loss.name!r} returned values outside [0, 1] (or NaN) at λ={lam:g}: "
+                f"{row.size - finite.size} non-finite, finite range {found}"
+            )
+        self.rows.append(row)
+        self.seconds.append(seconds)
+        for k, v in aux.items():
+            self.aux.setdefault(k, []).append(v / row.size)
+        return row
+
+
+def _losses_of(loss: Loss, dense: torch.Tensor, out: torch.Tensor, y: torch.Tensor | None,
+               aux: dict[str, float]) -> torch.Tensor:
+    values = loss(dense, out, y)
+    if not isinstance(values, torch.Tensor) or values.shape != (out.shape[0],):
+        shape = getattr(values, "shape", type(values).__name__)
+        raise ValueError(f"loss {loss.name!r} must return one value per sample, shape ({out.shape[0]},); got {shape}")
+    if loss.aux is not None:
+        for k, v in loss.aux(dense, out, y).items():
+            aux[k] = aux.get(k, 0.0) + float(v.sum())
+    return values.detach().float().cpu()
+
+
+def _dense_outputs(net: nn.Module, x: torch.Tensor, b: int) -> torch.Tensor:
+    try:
+        return check_outputs(net(x), "the dense model", b)
+    except RuntimeError as err:
+        raise ValueError(
+            f"the model fails on batch {b} of the data (inputs {x.dtype}, shape {tuple(x.shape)}): "
+            f"{str(err).strip().splitlines()[0]}. Pass inputs the model takes (e.g. x.float() for "
+            "floating-point weights)"
+        ) from None
+
+
 @torch.inference_mode()
+def compute_loss_tables(
+    model: nn.Module,
+    family: PruningFamily,
+    grid: np.ndarray | list[float],
+    data: Any,
+    losses: Sequence[Loss],
+    *,
+    batch_size: int = 500,
+    stop: StopRule | None = None,
+    lambda_chunk: int = 10,
+    progress: bool = True,
+) -> list[LossTable]:
+    """Evaluate every loss of ``losses`` on the model pruned at every λ of ``grid`` and every
+    point of ``data``, in one pass of the network: one (G × N) table per loss.
+
+    ``data``: (inputs, targets) tensors or NumPy arrays, inputs alone, or a DataLoader with a
+    fixed order (see :func:`~confprune.forward.as_batches`). The loop order follows the data:
+
+    - in memory: λ is the outer loop. The pruned model at each λ is one fast copy of the model
+      with that λ's weights copied in place (channels_last, built from the dense weights, never
+      cumulatively); the dense outputs are computed once. Memory: the pool, its dense outputs,
+      one model copy and the tables.
+    - streamed (a DataLoader): λ in chunks of ``lambda_chunk``, one pass over the data per chunk
+      with that many pruned copies; memory holds one batch, the chunk's copies and the tables.
+
+    Both orders give bit-identical tables (the same batches through the same kernels). ``stop``
+    (checked on the first loss's rows, in order) ends the sweep at the first row where it says so.
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    losses = list(losses)
+    source = as_batches(data, batch_size)
+    if any(loss.labeled for loss in losses) and not _has_targets(source):
+        name = next(loss.name for loss in losses if loss.labeled)
+        raise ValueError(f"loss {name!r} needs targets, but the data yields inputs only")
+    model.eval()
+    device = next(model.parameters()).device
+    dense_net = fast_copy(model)
+    t0 = time.perf_counter()
+    tables = [_Rows(loss) for loss in losses]
+    fp = StreamingFingerprint()
+    bar = tqdm(total=grid.size, desc="λ sweep", unit="λ", disable=not progress, leave=False)
+    if source.in_memory:
+        batches = [(fast_layout(x.to(device)), None if y is None else y.to(device)) for x, y in source()]
+        for x, y in batches:
+            fp.update(x, y)
+        t = time.perf_counter()
+        dense = [_dense_outputs(dense_net, x, b) for b, (x, _) in enumerate(batches)]
+        dense_seconds = time.perf_counter() - t
+        net = None
+        for j, lam in enumerate(grid.tolist()):
+            t = time.perf_counter()
+            net = _as_fast(family.pruned_model(model, lam, net))
+            parts: list[list[torch.Tensor]] = [[] for _ in losses]
+            aux: list[dict[str, float]] = [{} for _ in losses]
+            for b, (x, y) in enumerate(batches):
+                out = check_outputs(net(x), f"the model pruned at λ={lam:g}", b)
+                for i, loss in enumerate(losses):
+                    parts[i].append(_losses_of(loss, dense[b], out, y, aux[i]))
+            seconds = time.perf_counter() - t
+            rows = [tab.add(lam, parts[i], aux[i], seconds) for i, tab in enumerate(tables)]
+            bar.update(1)
+            bar.set_postfix(risk=f"{rows[0].mean():.4f}", refresh=False)
+            if stop is not None and stop(j, rows[0]):
+                break
+    else:
+        dense_seconds = 0.0
+        chunk = max(1, int(lambda_chunk))
+        stopped = False
+        for c0 in range(0, grid.size, chunk):
+            lams = grid[c0 : c0 + chunk].tolist()
+            nets = [_as_fast(family.pruned_model(model, lam)) for lam in lams]
+            parts = [[[] for _ in losses] for _ in lams]
+            aux = [[{} for _ in losses] for _ in lams]
+            times = [0.0] * len(lams)
+            for b, (x, y) in enumerate(source()):
+                x, y = fast_layout(x.to(device)), None if y is None else y.to(device)
+                t = time.perf_counter()
+                dense_b = _dense_outputs(dense_net, x, b)
+                if c0 == 0:
+                    dense_seconds += time.perf_counter() - t
+                    fp.update(x, y)
+                for k, (lam, net) in enumerate(zip(lams, nets, strict=True)):
+                    t = time.perf_counter()
+                    out = check_outputs(net(x), f"the model pruned at λ={lam:g}", b)
+                    for i, loss in enumerate(losses):
+                        parts[k][i].append(_losses_of(loss, dense_b, out, y, aux[k][i]))
+                    times[k] += time.perf_counter() - t
+                if source.n_batches:  # the bar moves with the data, not only at the chunk's end
+                    bar.update(len(lams) / source.n_batches)
+            for k, lam in enumerate(lams):
+                rows = [tab.add(lam, parts[k][i], aux[k][i], times[k]) for i, tab in enumerate(tables)]
+                if not source.n_batches:
+                    bar.update(1)
+                if stop is not None and stop(c0 + k, rows[0]):
+                    stopped = True
+                    break
+            if stopped:
+                break
+    bar.close()
+    seconds = time.perf_counter() - t0
+    n_rows = len(tables[0].rows)
+    sparsity = np.asarray([family.sparsity(float(lam)) for lam in grid[:n_rows]])
+    return [
+        LossTable(grid=grid, losses=np.stack(tab.rows), sparsity=sparsity,
+                  aux={k: np.asarray(v) for k, v in tab.aux.items()}, seconds=seconds, dense_seconds=dense_seconds,
+                  row_seconds=np.asarray(tab.seconds), data_fingerprint=fp.hexdigest(), batch_size=batch_size)
+        for tab in tables
+    ]
+
+
 def compute_loss_table(
     model: nn.Module,
     family: PruningFamily,
@@ -153,96 +327,17 @@ def compute_loss_table(
     lambda_chunk: int = 10,
     progress: bool = True,
 ) -> LossTable:
-    """Evaluate ``loss`` of the pruned model at every λ of ``grid`` on every point of ``data``.
+    """The loss table of one loss: see :func:`compute_loss_tables`."""
+    return compute_loss_tables(model, family, grid, data, [loss], batch_size=batch_size, stop=stop,
+                               lambda_chunk=lambda_chunk, progress=progress)[0]
 
-    ``data``: (inputs, targets) tensors, inputs alone, or a DataLoader with a fixed order (see
-    :func:`as_batches`). Data is streamed: batches are the outer loop, so memory holds one batch
-    and the G × N table, never the activations of the whole set. Without ``stop`` the data is
-    read once; with it, λ is processed in chunks of ``lambda_chunk`` (one pass over the data per
-    chunk) and the sweep ends at the first row where ``stop`` says so. The model runs on its own
-    device; the pruned weights are rebuilt from the dense ones for each λ.
-    """
-    grid = np.asarray(grid, dtype=np.float64)
-    batches = as_batches(data, batch_size)
-    model.eval()
-    device = next(model.parameters()).device
-    state = model_state(model)
-    params = {k: state[k] for k in family.ranks}
-    t0 = time.perf_counter()
-    chunk = grid.size if stop is None else max(1, lambda_chunk)
-    rows: list[np.ndarray] = []
-    aux_rows: dict[str, list[float]] = {}
-    row_seconds: list[float] = []
-    fp = StreamingFingerprint()
-    dense_seconds = 0.0
-    stopped = False
-    bar = tqdm(total=grid.size, desc="λ sweep", disable=not progress, leave=False)
-    for c0 in range(0, grid.size, chunk):
-        lams = [float(x) for x in grid[c0 : c0 + chunk]]
-        parts: list[list[torch.Tensor]] = [[] for _ in lams]
-        aux_sum: list[dict[str, float]] = [{} for _ in lams]
-        times = [0.0] * len(lams)
-        for b, (x, y) in enumerate(batches()):
-            x = x.to(device)
-            y = None if y is None else y.to(device)
-            if loss.labeled and y is None:
-                raise ValueError(f"loss {loss.name!r} needs targets, but the data yields inputs only")
-            t = time.perf_counter()
-            try:
-                dense = check_outputs(forward(model, state, x), "the dense model", b)
-            except RuntimeError as err:
-                raise ValueError(
-                    f"the model fails on batch {b} of the data (inputs {x.dtype}, shape {tuple(x.shape)}): "
-                    f"{str(err).strip().splitlines()[0]}. Pass inputs the model takes (e.g. x.float() for "
-                    "floating-point weights)"
-                ) from None
-            if c0 == 0:
-                dense_seconds += time.perf_counter() - t
-                fp.update(x, y)
-            for i, lam in enumerate(lams):
-                t = time.perf_counter()
-                out = check_outputs(forward(model, {**state, **family.apply(params, lam)}, x), f"the model pruned at λ={lam:g}", b)
-                values = loss(dense, out, y)
-                if not isinstance(values, torch.Tensor) or values.shape != (x.shape[0],):
-                    shape = getattr(values, "shape", type(values).__name__)
-                    raise ValueError(
-                        f"loss {loss.name!r} must return one value per sample, shape ({x.shape[0]},); got {shape}"
-                    )
-                parts[i].append(values.detach().float().cpu())
-                if loss.aux is not None:
-                    for k, v in loss.aux(dense, out, y).items():
-                        aux_sum[i][k] = aux_sum[i].get(k, 0.0) + float(v.sum())
-                times[i] += time.perf_counter() - t
-        for i, lam in enumerate(lams):
-            row = torch.cat(parts[i]).numpy()
-            finite = row[np.isfinite(row)]
-            if finite.size < row.size or row.min() < 0 or row.max() > 1:
-                found = f"[{finite.min():g}, {finite.max():g}]" if finite.size else "no finite value"
-                raise ValueError(
-                    f"loss {loss.name!r} returned values outside [0, 1] (or NaN) at λ={lam:g}: "
-                    f"{row.size - finite.size} non-finite, finite range {found}"
-                )
-            rows.append(row)
-            row_seconds.append(times[i])
-            for k, v in aux_sum[i].items():
-                aux_rows.setdefault(k, []).append(v / row.size)
-            bar.update(1)
-            bar.set_postfix(risk=f"{row.mean():.4f}", refresh=False)
-            if stop is not None and stop(len(rows) - 1, row):
-                stopped = True
-                break
-        if stopped:
-            break
-    bar.close()
-    n_rows = len(rows)
-    return LossTable(
-        grid=grid,
-        losses=np.stack(rows),
-        sparsity=np.asarray([family.sparsity(float(lam)) for lam in grid[:n_rows]]),
-        aux={k: np.asarray(v) for k, v in aux_rows.items()},
-        seconds=time.perf_counter() - t0,
-        dense_seconds=dense_seconds,
-        row_seconds=np.asarray(row_seconds),
-        data_fingerprint=fp.hexdigest(),
-        batch_size=batch_size,
-    )
+
+def _as_fast(net: nn.Module) -> nn.Module:
+    """Families that build a new module per λ (the channel family) get the fast layout too."""
+    return net if getattr(net, "_confprune_fast", False) else to_fast_layout(net)
+
+
+def _has_targets(source: BatchSource) -> bool:
+    for _, y in source():
+        return y is not None
+    return False

@@ -54,7 +54,14 @@ class PruningFamily:
 
     Higher score = more important = pruned later. ``rank[name]`` holds each entry's position in
     its group's ascending order; the entry is kept at λ iff rank ≥ k(λ) of its group.
+
+    The protocol every family follows (this one, the SiPP hybrid, the channel family):
+    ``sparsity(λ)``, ``apply(params, λ)`` (pruned copies of the dense-shape parameters),
+    ``pruned_model(model, λ, workspace)`` (the model that is evaluated and exported),
+    ``parameter_names``, ``pool_size``, ``structure``, ``criterion``, ``scope``, ``config``.
     """
+
+    structure = "unstructured"
 
     def __init__(self, ranks: Mapping[str, torch.Tensor], groups: list[list[str]], criterion: str = "", scope: str = "global"):
         self.ranks = dict(ranks)
@@ -91,6 +98,21 @@ class PruningFamily:
     @property
     def pool_size(self) -> int:
         return sum(self.group_sizes)
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """The tensors the family prunes (the pool), by full name."""
+        return list(self.ranks)
+
+    def pruned_model(self, model: nn.Module, lam: float, workspace: nn.Module | None = None) -> nn.Module:
+        """The model pruned at λ, ready to run: ``workspace`` (a :func:`~confprune.forward.fast_copy`
+        of ``model`` returned by an earlier call) with this λ's weights copied in place, or a new
+        fast copy. Always built from the dense weights, never cumulatively."""
+        from ..forward import fast_copy, load_weights
+
+        net = workspace if workspace is not None else fast_copy(model)
+        params = {n: p.detach() for n, p in model.named_parameters() if n in self.ranks}
+        return load_weights(net, self.apply(params, lam))
 
     def pruned_per_group(self, lam: float) -> list[int]:
         if not 0.0 <= lam < 1.0:
