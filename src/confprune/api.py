@@ -23,6 +23,7 @@ from torch import nn
 
 from .errors import OptionError
 from .export import build_certificate, pruned_state_dict, save_export
+from .forward import as_batches
 from .losses import LOSSES, Loss, make_loss
 from .pruning import PruningFamily, build_family
 from .stats import (
@@ -73,6 +74,7 @@ class CertifiedPruning:
     calibration_indices: np.ndarray
     certificate: dict[str, Any]
     pruned_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    pruned_module: nn.Module | None = field(default=None, repr=False)  # channel: the physically smaller model
 
     @property
     def certified(self) -> bool:
@@ -111,13 +113,21 @@ class CertifiedPruning:
         """A copy of the dense model with the certified pruned weights (None if nothing certified)."""
         if self.pruned_state is None:
             return None
+        if self.pruned_module is not None:  # channel pruning: a physically smaller model
+            return copy.deepcopy(self.pruned_module).eval()
         model = copy.deepcopy(self.dense_model)
         model.load_state_dict(self.pruned_state)
         return model.eval()
 
+    @property
+    def cost(self) -> dict[str, Any] | None:
+        """What the dense and the certified model cost (parameters, MACs, bytes, latency), when measured."""
+        return self.certificate.get("cost")
+
     def save(self, directory: str | Path) -> dict[str, str]:
-        """Write ``certificate.json`` and, when certified, ``pruned_model.pt`` into ``directory``."""
-        return save_export(directory, self.certificate, self.pruned_state)
+        """Write ``certificate.json`` and, when certified, the pruned model into ``directory``
+        (see :func:`confprune.export.save_export`)."""
+        return save_export(directory, self.certificate, self.pruned_state, self.pruned_module)
 
     def __repr__(self) -> str:
         cal = self.calibration
@@ -171,6 +181,7 @@ def certify_from_table(
     certified = calibration.lambda_index != NOT_CERTIFIED
     lam = float(table.grid[calibration.lambda_index]) if certified else None
     pruned = pruned_state_dict(model, family, lam) if lam is not None else None
+    module = family.pruned_model(model, lam) if lam is not None and family.structure == "channel" else None
     info = {"data_fingerprint": table.data_fingerprint, "points": n, **dict(data_info or {})}
     if calibration_indices is None:  # every point, in order: the calibration set is the data
         info.setdefault("calibration_fingerprint", table.data_fingerprint)
@@ -182,7 +193,7 @@ def certify_from_table(
         data=info, model_info={"class": type(model).__name__, **dict(model_info or {})},
         sweep={"batch_size": table.batch_size}, extra=extra,
     )
-    return CertifiedPruning(calibration, family, model, loss, table, cal_idx, certificate, pruned)
+    return CertifiedPruning(calibration, family, model, loss, table, cal_idx, certificate, pruned, module)
 
 
 def certify(
@@ -196,6 +207,7 @@ def certify(
     fwer: str | FwerProcedure = "fixed_sequence",
     criterion: str = "magnitude",
     scope: str = "global",
+    structure: str = "unstructured",
     include_bias: bool = True,
     include_norm: bool = True,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
@@ -204,6 +216,7 @@ def certify(
     score_inputs: torch.Tensor | None = None,
     trajectory: Mapping[str, torch.Tensor] | None = None,
     criterion_options: Mapping[str, Any] | None = None,
+    measure_cost: bool = True,
     progress: bool = False,
 ) -> CertifiedPruning:
     """Certify a pruning ratio for ``model`` on held-out ``calibration_data``.
@@ -227,7 +240,12 @@ def certify(
         training, see ``confprune.pruning.trajectory.WelfordTracker``; option ``eps``), sipp and
         sipp_hybrid (need ``score_inputs``: a batch of *training* inputs, never calibration data;
         option ``delta_failure`` for the hybrid).
+    structure : ``"unstructured"`` (single weights) or ``"channel"`` (whole output channels and
+        units, coupled layers handled; criteria ``l1``, ``l2``, ``activation`` (needs
+        ``score_inputs``), ``random``): the certified model is then physically smaller.
     lambdas : the increasing grid in [0, 1), fixed in advance (default 0.00, 0.01, …, 0.99).
+    measure_cost : record the dense and certified model's parameters, MACs, export bytes and CPU
+        latency (batch 1 and ``batch_size``) in the certificate (``result.cost``).
     """
     for key, value in (("alpha", alpha), ("delta", delta)):
         if not 0 < value < 1:
@@ -243,13 +261,33 @@ def certify(
         raise OptionError("bound", bound, f"hb or wsr: {loss_obj.name!r} is not a binary loss (binomial needs one)")
     was_training = model.training
     try:  # the caller's train/eval mode is restored, whatever happens
+        example = next(iter(as_batches(calibration_data, batch_size)()))[0]  # only its shape is used
         family = build_family(
             model, criterion=criterion, scope=scope, include_bias=include_bias, include_norm=include_norm, seed=seed,
-            trajectory=trajectory, score_inputs=score_inputs, **dict(criterion_options or {}),
+            structure=structure, trajectory=trajectory, score_inputs=score_inputs,
+            example_inputs=torch.zeros_like(example[:2]), **dict(criterion_options or {}),
         )
         table = compute_loss_table(model, family, grid, calibration_data, loss_obj, batch_size=batch_size,
                                    progress=progress)
-        return certify_from_table(model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound,
-                                  fwer=procedure)
+        result = certify_from_table(model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound,
+                                    fwer=procedure)
+        if measure_cost:
+            result.certificate["cost"] = certified_cost(model, family, result.lambda_hat, example,
+                                                        batches=sorted({1, batch_size}))
+        return result
     finally:
         model.train(was_training)
+
+
+def certified_cost(model: nn.Module, family: PruningFamily, lam: float | None, example: torch.Tensor,
+                   batches: Sequence[int] = (1,)) -> dict[str, Any]:
+    """The cost block of a certificate: parameters, MACs, export bytes and measured CPU latency of
+    the dense model and of the model certified at ``lam`` (None: nothing certified)."""
+    from . import cost as costs
+
+    x = torch.zeros_like(example[:1])
+    dense = {**costs.model_cost(model, family, None, x), "latency": costs.latency_at(model, family, None, x, batches)}
+    deploy = None
+    if lam is not None:
+        deploy = {**costs.model_cost(model, family, lam, x), "latency": costs.latency_at(model, family, lam, x, batches)}
+    return {"dense": dense, "deploy": deploy, "machine": costs.machine(), "conventions": costs.COST_CONVENTIONS}

@@ -21,10 +21,14 @@ from .stats import Calibration
 
 
 def pruned_state_dict(model: nn.Module, family: PruningFamily, lam: float) -> dict[str, torch.Tensor]:
-    """The dense model's state_dict with the pool pruned at λ (exact zeros); loads into the dense
-    architecture with ``load_state_dict``."""
+    """The exported state_dict of the model pruned at λ. Unstructured: the dense model's
+    state_dict with the pool pruned (exact zeros; loads into the dense architecture with
+    ``load_state_dict``). Channel: the physically smaller module's state_dict (see
+    :func:`pruned_module`)."""
+    if family.structure == "channel":
+        return {k: v.detach().clone() for k, v in family.pruned_model(model, lam).state_dict().items()}
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    params = {k: state[k] for k in family.ranks}
+    params = {k: state[k] for k in family.parameter_names}
     state.update({k: v.clone() for k, v in family.apply(params, lam).items()})
     return state
 
@@ -129,7 +133,8 @@ def build_certificate(
             "config": dict(family.config),
             "score_inputs": family.score_info,
             "trajectory_checksum": family.trajectory_checksum,
-            "pool_parameters": list(family.ranks),
+            "structure": family.structure,
+            "pool_parameters": list(family.parameter_names),
             "pool_size": family.pool_size,
             "model_parameters": total,
         },
@@ -153,16 +158,44 @@ def build_certificate(
 
 
 def save_export(
-    output_dir: str | Path, certificate: Mapping[str, Any], pruned: Mapping[str, torch.Tensor] | None
+    output_dir: str | Path, certificate: Mapping[str, Any], pruned: Mapping[str, torch.Tensor] | None,
+    module: nn.Module | None = None,
 ) -> dict[str, str]:
-    """Write ``certificate.json`` and (when certified) ``pruned_model.pt``; returns their paths."""
+    """Write ``certificate.json`` and, when certified, the pruned model; returns their paths.
+
+    Unstructured: ``pruned_model.pt`` (a plain state_dict of the dense architecture, zeros
+    included) and ``pruned_model.sparse.pt`` (the same tensors in a compact bitmask/CSR encoding:
+    :func:`confprune.compact.load_sparse_state`). Channel (``module`` given): ``pruned_model.pt`` is
+    the physically smaller module (:func:`confprune.compact.load_pruned_module` rebuilds it from a
+    dense instance of the architecture).
+    """
+    from .compact import save_pruned_module, save_sparse_state
+
     out = Path(output_dir)
     paths = {"certificate": str(out / "certificate.json")}
-    if pruned is not None:
-        atomic_torch_save(dict(pruned), out / "pruned_model.pt")
+    if module is not None:
+        save_pruned_module(module, out / "pruned_model.pt")
         paths["pruned_model"] = str(out / "pruned_model.pt")
+    elif pruned is not None:
+        atomic_torch_save(dict(pruned), out / "pruned_model.pt")
+        save_sparse_state({k: v.contiguous() for k, v in pruned.items()}, out / "pruned_model.sparse.pt")
+        paths["pruned_model"] = str(out / "pruned_model.pt")
+        paths["pruned_model_sparse"] = str(out / "pruned_model.sparse.pt")
     write_json(certificate, out / "certificate.json")
     return paths
+
+
+def load_export(path: str | Path) -> dict[str, torch.Tensor]:
+    """The exported state_dict in a ``pruned_model.pt`` (a plain state_dict, or the state_dict of a
+    physically smaller module) or a ``pruned_model.sparse.pt``."""
+    from .compact import PRUNED_FORMAT, SPARSE_FORMAT, decode_tensor
+
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(blob, dict) and blob.get("format") == PRUNED_FORMAT:
+        return dict(blob["state_dict"])
+    if isinstance(blob, dict) and blob.get("format") == SPARSE_FORMAT:
+        return {k: decode_tensor(r) for k, r in blob["tensors"].items()}
+    return dict(blob)
 
 
 CERTIFICATE_KEYS = ("certified", "claim", "alpha", "delta", "bound", "fwer", "fwer_options", "n_cal", "lambda_hat",

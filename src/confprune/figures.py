@@ -82,6 +82,60 @@ def risk_vs_lambda(
     return _save(fig, out_dir, "risk_vs_lambda")
 
 
+def risk_vs_cost(
+    pool_risk: np.ndarray, cost: dict, lam_hat: float | None, alpha: float, loss_name: str, family: PruningFamily,
+    out_dir: Path,
+) -> list[str]:
+    """Pool risk against what the pruned model costs: multiply-adds per sample (left) and measured
+    CPU latency (right), with the dense model and the certified model marked."""
+    curve = cost.get("curve") or {}
+    if not curve:
+        return []
+    lambdas = np.asarray(curve["lambda"])
+    risk = np.asarray(pool_risk[: lambdas.size])
+    channel = getattr(family, "structure", "unstructured") == "channel"
+    key = "macs" if channel else "nonzero_macs"
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.0), constrained_layout=True)
+    ax = axes[0]
+    macs = np.asarray(curve[key]) / 1e6
+    ax.plot(macs, risk, color="C0", lw=1.2, label="pool risk (grid)")
+    dense_macs = cost["dense"]["macs"] / 1e6
+    ax.plot([dense_macs], [risk[0]], "s", color="k", ms=5, label="dense")
+    if lam_hat is not None and cost.get("deploy"):
+        j = int(np.argmin(np.abs(lambdas - lam_hat)))
+        ax.plot([cost["deploy"][key] / 1e6], [risk[j]], "*", color="C1", ms=10, label=f"certified, λ̂ = {lam_hat:.2f}")
+    ax.axhline(alpha, color="C3", ls="--", lw=1, label=f"α = {alpha:g}")
+    ax.set_xlabel("MACs per sample (millions)" if channel else "nonzero MACs per sample (millions; dense kernels run all)")
+    ax.set_ylabel(f"pool risk ({loss_name})")
+    ax.set_ylim(0, min(1.0, max(3 * alpha, float(risk[np.searchsorted(-macs, -dense_macs * 0.02)] if macs.size else 0))))
+    ax.legend(frameon=False, fontsize=7)
+    ax = axes[1]
+    points = [p for p in cost.get("latency", []) if p]
+    if points:
+        batch_key = max((k for k in points[0] if k.startswith("batch_")), key=lambda k: int(k.split("_")[1]))
+        for p in points:
+            lam = p["lambda"]
+            j = 0 if lam is None else int(np.argmin(np.abs(lambdas - lam)))
+            ms = 1e3 * p[batch_key]["median_s"]
+            err = 1e3 * np.array([[p[batch_key]["median_s"] - p[batch_key]["p10_s"]], [p[batch_key]["p90_s"] - p[batch_key]["median_s"]]])
+            style = ("s", "k", "dense") if lam is None else ("*", "C1", f"certified, λ̂ = {lam:.2f}") if lam == lam_hat else ("o", "C0", None)
+            ax.errorbar([ms], [risk[j]], xerr=np.clip(err, 0, None), fmt=style[0], color=style[1], ms=7 if style[0] == "*" else 4,
+                        capsize=2, label=style[2])
+            if lam is not None and lam != lam_hat:
+                ax.annotate(f"λ={lam:.2f}", (ms, risk[j]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.axhline(alpha, color="C3", ls="--", lw=1)
+        ax.set_xlabel(f"CPU latency, {batch_key.replace('_', ' ')} (ms; median, 10–90%)")
+        threads = points[0][batch_key].get("threads")
+        ax.set_title(f"measured on {cost['machine'].get('cpu', 'this CPU')[:40]}, {threads} thread(s)", fontsize=6.5)
+        ax.legend(frameon=False, fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "latency not measured (cost.latency=false)", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    fig.suptitle(f"Risk vs cost — {family.criterion}/{family.scope}, {getattr(family, 'structure', 'unstructured')} pruning",
+                 fontsize=8.5)
+    return _save(fig, out_dir, "risk_vs_cost")
+
+
 def test_risk_histogram(validation: SplitValidation, out_dir: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(3.6, 2.6))
     risks = validation.test_risk[validation.certified]
@@ -135,6 +189,8 @@ def first_layer_heatmap(model: torch.nn.Module, family: PruningFamily, lam_hat: 
     A linear layer on 28×28 inputs is shown per input pixel (mean over output units); conv kernels
     are tiled (mean over input channels).
     """
+    if getattr(family, "structure", "unstructured") != "unstructured" or not hasattr(family, "ranks"):
+        return []  # the heat map shows per-weight ranks; a channel family ranks whole units
     name = _first_layer(family, model)
     if name is None:
         return []

@@ -11,6 +11,7 @@ run draws figures.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -24,9 +25,11 @@ import torch
 from torch import nn
 
 from .api import CertifiedPruning, certify_from_table
+from .cache import cached
 from .calibrate import FixedSequenceStop, deployment_indices
 from .data import TaskData, load_dataset
 from .errors import ConfigError
+from .integrity import content_key
 from .losses import Loss, make_loss
 from .pruning import PruningFamily, build_family
 from .record import (
@@ -140,19 +143,23 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> RunResult
         validation = split_validation(cfg, table, draws)
     write_splits(out / "splits.csv", split_columns(table, validation.splits))
     result = deployment_certificate(cfg, dense, family, table, loss, data, draws)
+    with timer("cost"):
+        cost = cost_profile(cfg, dense, family, table, result, data)
+    result.certificate["cost"] = {k: cost[k] for k in ("dense", "deploy", "machine", "conventions")}
     files = {"losses": str(out / "losses.npz"), "splits": str(out / "splits.csv")}
     if cfg.export:
         files.update(result.save(out))
     figures: dict[str, str] = {}
     if cfg.figures:
         with timer("figures"):
-            figures = draw_figures(dense.model, family, table, validation.splits, result, data, loss, out / "figures")
+            figures = draw_figures(dense.model, family, table, validation.splits, result, data, loss, cost,
+                                   out / "figures")
     timing = {"data_s": timer.seconds["data_s"], "train_s": dense.train_seconds, **timer.seconds}
     timing["total_s"] = time.perf_counter() - t_start
     files = {**files, **{f"figure_{k}": v for k, v in figures.items()}}
     written = [*files.values(), *(str(Path(p).with_suffix(".pdf")) for p in figures.values())]
     summary = summarise(cfg, config_hash, data, dense, family, loss, table, table_cached, validation, result,
-                        timing, files, out, artifact_checksums(out, written))
+                        cost, timing, files, out, artifact_checksums(out, written))
     write_summary(summary, out)
     return RunResult(summary, figures)
 
@@ -203,7 +210,8 @@ def pruning_family(cfg: Config, dense: DenseModel, data: TaskData) -> PruningFam
     def train_inputs() -> torch.Tensor:
         return data.train_inputs.to(cfg.sweep.device)
 
-    return build_family(dense.model, **cfg.pruning, trajectory=dense.trajectory, train_inputs=train_inputs)
+    return build_family(dense.model, **cfg.pruning, trajectory=dense.trajectory, train_inputs=train_inputs,
+                        example_inputs=torch.zeros_like(data.pool_inputs[:2]).to(cfg.sweep.device))
 
 
 def calibration_draws(cfg: Config, n_pool: int) -> CalibrationDraws:
@@ -311,9 +319,51 @@ def deployment_certificate(
     return result
 
 
+def cost_profile(
+    cfg: Config, dense: DenseModel, family: PruningFamily, table: LossTable, result: CertifiedPruning, data: TaskData,
+) -> dict[str, Any]:
+    """What the pruned models cost: parameters and MACs at every evaluated λ (the curve),
+    parameters, MACs and export bytes of the dense and the certified model, and measured CPU
+    latency of the dense model, the certified one and a few grid points (cfg.cost). Curves and
+    latencies are cached per model and family (latencies also per machine and threads)."""
+    from . import cost as costs
+
+    example = torch.zeros_like(data.pool_inputs[:1])
+    fam = dict(family.config)
+
+    def json_cached(kind: str, payload: dict[str, Any], compute: Any) -> Any:
+        key = content_key({"kind": kind, **payload})
+        return cached(Path(cfg.paths.cache_dir) / "costs" / f"{key}.json", lambda p: json.loads(p.read_text())["value"],
+                      compute, lambda v, tmp: Path(tmp).write_text(json.dumps({"key": key, "value": v})), kind)[0]
+
+    base = {"model_checksum": dense.checksum, "family": fam, "input": list(example.shape[1:])}
+    lambdas = [float(x) for x in table.lambdas]
+    curve = json_cached("cost_curve", {**base, "lambdas": lambdas},
+                        lambda: costs.cost_curve(dense.model, family, lambdas, example))
+    dense_cost = costs.model_cost(dense.model, family, None, example)
+    deploy = costs.model_cost(dense.model, family, result.lambda_hat, example) if result.certified else None
+    machine = costs.machine()
+    latency: list[dict[str, Any]] = []
+    if cfg.cost.latency:
+        batches = sorted({*cfg.cost.latency_batches, cfg.sweep.batch_size})
+        n = len(lambdas)
+        picks = [round(i * (n - 1) / (cfg.cost.latency_points + 1)) for i in range(1, cfg.cost.latency_points + 1)]
+        points: list[float | None] = [None, *([result.lambda_hat] if result.certified else []),
+                                      *(lambdas[i] for i in sorted(set(picks)))]
+        for lam in dict.fromkeys(points):  # the dense model, λ̂, grid points; each once
+            measured = json_cached("latency", {**base, "lambda": lam, "batches": batches, "machine": machine},
+                                   lambda lam=lam: costs.latency_at(dense.model, family, lam, example, batches))
+            latency.append({"lambda": lam, **measured})
+        dense_cost["latency"] = latency[0]
+        if deploy is not None:
+            deploy["latency"] = latency[1]
+    return {"dense": dense_cost, "deploy": deploy, "curve": curve, "latency": latency, "machine": machine,
+            "conventions": costs.COST_CONVENTIONS}
+
+
 def draw_figures(
     model: nn.Module, family: PruningFamily, table: LossTable, validation: SplitValidation,
-    result: CertifiedPruning, data: TaskData, loss: Loss, fig_dir: Path,
+    result: CertifiedPruning, data: TaskData, loss: Loss, cost: dict[str, Any], fig_dir: Path,
 ) -> dict[str, str]:
     """The run's figures (PNG + PDF); returns stem → PNG path."""
     from . import figures  # matplotlib: only when drawing
@@ -325,6 +375,7 @@ def draw_figures(
         *(figures.test_risk_histogram(validation, fig_dir) if validation.n_test else []),
         *figures.lambda_hat_histogram(lambdas, validation, fig_dir),
         *figures.first_layer_heatmap(model, family, result.lambda_hat, fig_dir),
+        *figures.risk_vs_cost(pool_risk, cost, result.lambda_hat, validation.alpha, loss.name, family, fig_dir),
     ]
     for task_figure in figures.TASK_FIGURES.get(data.task, ()):
         made += task_figure(model, family, data.pool_inputs, data.pool_targets, lambdas, pool_risk,
@@ -340,7 +391,7 @@ def model_sparsity(table: LossTable, family: PruningFamily, model: nn.Module) ->
 def summarise(
     cfg: Config, config_hash: str, data: TaskData, dense: DenseModel, family: PruningFamily, loss: Loss,
     table: LossTable, table_cached: bool, validation: Validation, result: CertifiedPruning,
-    timing: dict[str, float], files: dict[str, str], out: Path, artifacts: dict[str, str],
+    cost: dict[str, Any], timing: dict[str, float], files: dict[str, str], out: Path, artifacts: dict[str, str],
 ) -> RunSummary:
     cal, v = cfg.calibration, validation.splits
     lambdas, grid = table.lambdas, table.grid
@@ -376,4 +427,5 @@ def summarise(
         aux_at_deploy={k: float(x[result.lambda_index]) for k, x in table.aux.items()} if result.certified else {},
         throughput=Throughput(table.dense_seconds, table.seconds / max(1, lambdas.size), torch.get_num_threads()),
         timing=timing, files=files, output_dir=str(out), artifacts=artifacts,
+        structure=family.structure, cost={k: v for k, v in cost.items() if k != "conventions"},
     )

@@ -12,7 +12,7 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,11 @@ class RunSummary:
     files: dict[str, str]
     output_dir: str
     artifacts: dict[str, str]  # sha256 of every file the run wrote (by path relative to output_dir)
+    structure: str = "unstructured"  # unstructured | channel
+    # What the models cost (see confprune.cost.COST_CONVENTIONS): "dense" and "deploy" (parameters,
+    # macs, nonzero_macs, bytes, latency), "curve" (parameters, macs, nonzero_macs at every evaluated
+    # λ), "latency" (measured points: λ, per batch size median/p10/p90 seconds), "machine".
+    cost: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,10 +122,11 @@ class RunSummary:
         nested = {"grid": GridInfo, "lambda_hat": LambdaHat, "sparsity_hat": SparsityHat, "deploy": Deployment,
                   "throughput": Throughput}
         names = {f.name for f in fields(cls)}
-        missing = names - set(d)
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing = required - set(d)
         if missing:
             raise ValueError(f"not a confprune summary: missing {sorted(missing)}")
-        return cls(**{k: (nested[k](**d[k]) if k in nested else d[k]) for k in names})
+        return cls(**{k: (nested[k](**d[k]) if k in nested else d[k]) for k in names if k in d})
 
 
 def _json_default(o: Any) -> Any:

@@ -83,6 +83,15 @@ class SweepConfig:
 
 
 @dataclass
+class CostConfig:
+    """What the cost of a pruned model is measured with (parameters, MACs and bytes always)."""
+
+    latency: bool = True  # measure CPU latency of the dense, the certified and a few grid models
+    latency_points: int = 3  # grid points besides λ̂ and the dense model (evenly spaced over the evaluated grid)
+    latency_batches: list[int] = field(default_factory=lambda: [1])  # plus sweep.batch_size
+
+
+@dataclass
 class LoggerConfig:
     name: str = "none"  # none | wandb
     mode: str = "offline"  # offline | online | disabled
@@ -115,6 +124,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     figures: bool = True
@@ -381,6 +391,10 @@ def _check_training_and_sweep(cfg: Config) -> None:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ConfigError("sweep.num_threads", threads, "a positive integer, or null (torch's default)")
     _check_device(cfg.sweep.device)
+    if cfg.cost.latency_points < 0 or any(isinstance(b, bool) or not isinstance(b, int) or b < 1
+                                          for b in cfg.cost.latency_batches):
+        raise ConfigError("cost", {"latency_points": cfg.cost.latency_points, "latency_batches": cfg.cost.latency_batches},
+                          "latency_points ≥ 0 and latency_batches a list of integers ≥ 1")
     if cfg.sweep.early_stop and cfg.fwer["name"] != "fixed_sequence":
         raise ConfigError("sweep.early_stop", True,
                           f"false with fwer={cfg.fwer['name']!r} (early stopping is exact only for fixed_sequence)")

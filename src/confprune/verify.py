@@ -113,9 +113,11 @@ def _collect(data: Any, batch_size: int) -> tuple[torch.Tensor, torch.Tensor | N
 
 
 def _load_state(obj: str | Path | Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    from .export import load_export
+
     if obj is None:
         return None
-    return dict(obj) if isinstance(obj, Mapping) else torch.load(obj, map_location="cpu", weights_only=True)
+    return dict(obj) if isinstance(obj, Mapping) else load_export(obj)
 
 
 def _check_claim(cert: Mapping[str, Any], report: VerificationReport) -> bool:
@@ -172,17 +174,17 @@ def _calibration_indices(cert: Mapping[str, Any], n_points: int, report: Verific
 
 
 def _rebuild_family(cert: Mapping[str, Any], model: nn.Module, report: VerificationReport, *, score_inputs: Any,
-                    train_inputs: Any, trajectory: Mapping[str, torch.Tensor] | None) -> Any:
+                    train_inputs: Any, trajectory: Mapping[str, torch.Tensor] | None, example: torch.Tensor) -> Any:
     from .pruning import build_family
 
     rec = cert["pruning"]
     try:
         family = build_family(model, **rec["config"], trajectory=trajectory, score_inputs=score_inputs,
-                              train_inputs=train_inputs)
+                              train_inputs=train_inputs, example_inputs=torch.zeros_like(example[:2]))
     except (ValueError, TypeError, KeyError) as err:
         report.add("pruning family", False, f"cannot rebuild it from {rec.get('config')}: {err}")
         return None
-    ok = report.expect("pruning.pool_parameters", rec["pool_parameters"], list(family.ranks))
+    ok = report.expect("pruning.pool_parameters", rec["pool_parameters"], list(family.parameter_names))
     ok &= report.expect("pruning.pool_size", rec["pool_size"], family.pool_size)
     if rec.get("score_inputs"):
         got = (family.score_info or {}).get("fingerprint")
@@ -258,7 +260,7 @@ def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *,
         return _done(report, t0)
     report.expect("data.calibration_fingerprint", cert["data"].get("calibration_fingerprint"), fingerprint(x, y, idx))
     family = _rebuild_family(cert, model, report, score_inputs=score_inputs, train_inputs=train_inputs,
-                             trajectory=trajectory)
+                             trajectory=trajectory, example=x)
     if family is None:
         return _done(report, t0)
     rec_loss = cert["loss"]
@@ -291,7 +293,29 @@ def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *,
         report.expect("sparsity_model", cert["sparsity_model"],
                       int(round(family.sparsity(float(grid[decided])) * family.pool_size)) / total)
     _check_export(cert, state, model, family, grid, decided, report)
+    if cert.get("cost"):
+        _check_cost(cert["cost"], model, family, grid, decided, x, report)
     return _done(report, t0)
+
+
+def _check_cost(cost: Mapping[str, Any], model: nn.Module, family: Any, grid: np.ndarray, decided: int, x: torch.Tensor,
+                report: VerificationReport) -> None:
+    """Parameters, MACs and export bytes are re-derived; latency was measured on the issuer's
+    machine and is reported, not checked."""
+    from .cost import model_cost
+
+    keys = ("parameters", "macs", "nonzero_macs", "bytes")
+    for label, lam in (("dense", None), ("deploy", float(grid[decided]) if decided >= 0 else None)):
+        recorded = cost.get(label)
+        if recorded is None:
+            continue
+        got = model_cost(model, family, lam, x[:1])
+        report.expect(f"cost.{label}", {k: recorded.get(k) for k in keys}, {k: got[k] for k in keys})
+    latency = (cost.get("deploy") or {}).get("latency")
+    if latency:
+        where = (cost.get("machine") or {}).get("cpu", "the issuer's machine")
+        report.add("cost.latency", True, f"measured by the issuer on {where} (not re-derivable here): "
+                   + ", ".join(f"{k} {1e3 * v['median_s']:.2f} ms" for k, v in latency.items() if k.startswith("batch_")))
 
 
 def _check_export(cert: Mapping[str, Any], state: dict[str, torch.Tensor] | None, model: nn.Module, family: Any,

@@ -49,7 +49,21 @@ ALL_CRITERIA = (*CRITERIA, *FAMILIES)
 #: criteria that read a batch of training inputs (data-informed)
 NEEDS_SCORE_INPUTS = frozenset({"sipp", "sipp_hybrid"})
 #: build_family's own keyword arguments that a config may set (criterion options come on top)
-FAMILY_KEYS = ("criterion", "scope", "include_bias", "include_norm", "seed")
+FAMILY_KEYS = ("criterion", "scope", "include_bias", "include_norm", "seed", "structure")
+STRUCTURES = ("unstructured", "channel")
+
+
+def channel_options(*, batch_size: int = 256) -> None:
+    """The options of the channel family's data-informed criterion (``activation``): the number
+    of training inputs its unit scores are averaged over."""
+
+
+#: a criterion name that means the same for whole units: the magnitude of a unit is its filter's L1 norm
+CHANNEL_ALIASES = {"magnitude": "l1"}
+#: channel criteria (pruning.structure=channel) → the function whose keyword-only arguments are their options
+CHANNEL_OPTIONS: dict[str, Callable[..., None]] = {
+    "l1": lambda: None, "l2": lambda: None, "activation": channel_options, "random": lambda: None,
+}
 
 
 def criterion_options(criterion: str) -> dict[str, inspect.Parameter]:
@@ -63,12 +77,26 @@ def check_pruning_options(options: Mapping[str, Any], group: str = "pruning") ->
     raises :class:`ConfigError` naming ``<group>.<key>``."""
     from ..schema import check_options
 
+    structure = options.get("structure", "unstructured")
+    if structure not in STRUCTURES:
+        raise ConfigError(f"{group}.structure", structure, ", ".join(STRUCTURES))
     criterion = options.get("criterion", "magnitude")
-    if criterion not in ALL_CRITERIA:
-        raise ConfigError(f"{group}.criterion", criterion, ", ".join(ALL_CRITERIA))
+    if structure == "channel":
+        criterion = CHANNEL_ALIASES.get(criterion, criterion)
+    allowed = CHANNEL_OPTIONS if structure == "channel" else ALL_CRITERIA
+    if criterion not in allowed:
+        raise ConfigError(f"{group}.criterion", criterion, f"{', '.join(allowed)} (with structure={structure})")
     if options.get("scope", "global") not in SCOPES:
         raise ConfigError(f"{group}.scope", options.get("scope"), ", ".join(SCOPES))
     own = {n: p for n, p in inspect.signature(build_family).parameters.items() if n in FAMILY_KEYS}
+    if structure == "channel":
+        for key in ("include_bias", "include_norm"):
+            if options.get(key, True) is not True:
+                raise ConfigError(f"{group}.{key}", options[key],
+                                  "true with structure=channel (a removed unit takes its bias and BatchNorm with it)")
+        check_options(group, CHANNEL_OPTIONS[criterion], options, also=own,
+                      what=f"channel pruning with criterion {criterion!r}")
+        return
     scorer = CRITERIA.get(criterion) or FAMILIES[criterion]
     check_options(group, scorer, options, skip=("model", "pool", "ctx", "scope"), also=own,
                   what=f"pruning with criterion {criterion!r}")
@@ -83,7 +111,7 @@ def check_family_fits(model: nn.Module, options: Mapping[str, Any], model_name: 
     except ValueError:
         raise ConfigError(f"{group}.include_bias", include_bias, "settings that leave a non-empty pruning pool") from None
     criterion = options.get("criterion", "magnitude")
-    if criterion not in NEEDS_SCORE_INPUTS:
+    if options.get("structure", "unstructured") == "channel" or criterion not in NEEDS_SCORE_INPUTS:
         return
     modules = dict(model.named_modules())
     for name in pool:
@@ -109,10 +137,12 @@ def build_family(
     include_bias: bool = True,
     include_norm: bool = True,
     seed: int = 0,
+    structure: str = "unstructured",
     *,
     trajectory: Mapping[str, Any] | None = None,
     score_inputs: torch.Tensor | None = None,
     train_inputs: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+    example_inputs: torch.Tensor | None = None,
     **options: Any,
 ) -> PruningFamily:
     """Score the pool of ``model`` with ``criterion`` and rank once into a :class:`PruningFamily`.
@@ -122,7 +152,17 @@ def build_family(
     ``score_inputs`` (a batch) or ``train_inputs`` (the training set, a seeded batch is drawn):
     *training* inputs for data-informed criteria (SiPP) — never calibration or test data. The
     family's ``score_info`` says where such a batch came from.
+
+    ``structure="channel"``: whole output channels / units (:class:`~.structured.ChannelFamily`),
+    criteria l1, l2, activation (option ``batch_size``: training inputs scored), random;
+    ``example_inputs`` (a batch of the model's input shape; only the shape matters) is then
+    needed to trace the coupled layers.
     """
+    if structure == "channel":
+        return _channel_family(model, criterion, scope, include_bias, include_norm, seed, score_inputs,
+                               train_inputs, example_inputs, options)
+    if structure != "unstructured":
+        raise ValueError(f"unknown pruning.structure={structure!r}; allowed: {', '.join(STRUCTURES)}")
     if criterion not in ALL_CRITERIA:
         raise ValueError(f"unknown pruning.criterion={criterion!r}; allowed: {', '.join(ALL_CRITERIA)}")
     allowed = criterion_options(criterion)
@@ -137,7 +177,7 @@ def build_family(
         family = PruningFamily.from_scores(CRITERIA[criterion](model, pool, ctx, **options), scope=scope, criterion=criterion)
     family.score_info = ctx.info or None
     family.config = {"criterion": criterion, "scope": scope, "include_bias": include_bias,
-                     "include_norm": include_norm, "seed": seed, **options}
+                     "include_norm": include_norm, "seed": seed, "structure": structure, **options}
     if trajectory:
         from ..integrity import state_dict_checksum
 
@@ -145,8 +185,37 @@ def build_family(
     return family
 
 
+def _channel_family(
+    model: nn.Module, criterion: str, scope: str, include_bias: bool, include_norm: bool, seed: int,
+    score_inputs: torch.Tensor | None, train_inputs: Any, example_inputs: torch.Tensor | None,
+    options: Mapping[str, Any],
+) -> Any:
+    from .structured import ChannelFamily
+
+    criterion = CHANNEL_ALIASES.get(criterion, criterion)
+    if criterion not in CHANNEL_OPTIONS:
+        raise ValueError(f"unknown criterion {criterion!r} for structure='channel'; allowed: {', '.join(CHANNEL_OPTIONS)}")
+    if not (include_bias and include_norm):
+        raise ValueError("structure='channel' removes whole units, biases and BatchNorm included: "
+                         "include_bias and include_norm must be true")
+    allowed = set(inspect.signature(CHANNEL_OPTIONS[criterion]).parameters)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"channel criterion {criterion!r} has no option {unknown[0]!r}; its options: "
+                         f"{', '.join(allowed) or 'none'}")
+    if example_inputs is None:
+        raise ValueError("structure='channel' needs example_inputs: a batch of the model's input shape")
+    ctx = ScoreContext(seed=seed, score_inputs=score_inputs, train_inputs=train_inputs)
+    batch = ctx.training_batch(int(options.get("batch_size", 256))) if criterion == "activation" else None
+    family = ChannelFamily(model, torch.zeros_like(example_inputs[:2]), criterion=criterion, scope=scope, seed=seed,
+                           score_inputs=batch)
+    family.score_info = ctx.info or None
+    family.config = {**family.config, "include_bias": True, "include_norm": True, **options}
+    return family
+
+
 __all__ = [
-    "ALL_CRITERIA", "CRITERIA", "FAMILIES", "FAMILY_KEYS", "HybridFamily", "NEEDS_SCORE_INPUTS", "SCOPES",
+    "ALL_CRITERIA", "CHANNEL_OPTIONS", "CRITERIA", "FAMILIES", "STRUCTURES", "FAMILY_KEYS", "HybridFamily", "NEEDS_SCORE_INPUTS", "SCOPES",
     "PruningFamily", "ScoreContext", "build_family", "check_family_fits", "check_pruning_options", "criterion_options",
     "magnitude_scores", "mu_scores", "n_pruned", "prunable_parameters", "random_scores", "sipp_batch_size",
     "sipp_scores",
