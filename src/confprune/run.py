@@ -7,15 +7,22 @@ parent process only composes and dispatches jobs, and each worker imports the he
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from dataclasses import asdict
+from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-# Paths in conf/paths resolve against the repository root, whatever the working directory.
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parents[2]))
+# Paths in conf/paths resolve against the project root: the nearest ancestor of the working
+# directory holding a `.project-root` file, else the working directory; never this file's
+# location (site-packages, or another checkout for an editable install). Set before any job, so
+# launcher workers inherit the same root (README "Paths and environment variables").
+os.environ.setdefault("PROJECT_ROOT", str(next(
+    (d for d in (Path.cwd(), *Path.cwd().parents) if (d / ".project-root").is_file()), Path.cwd())))
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -25,10 +32,25 @@ from .guard import refuse  # noqa: E402
 from .integrity import content_key  # noqa: E402
 from .record import SUMMARY, RunSummary, damaged_artifacts, read_summary  # noqa: E402
 from .schema import Config, register_configs  # noqa: E402
-from .tracking import tracker  # noqa: E402
+from .tracking import (  # noqa: E402
+    NullTracker,
+    Plot,
+    artifact_names,
+    dashboard_summary,
+    deployed_cost,
+    lambda_curve_columns,
+    risk_cost_columns,
+    run_identity,
+    split_risk_quantiles,
+    tracker,
+)
 
 log = logging.getLogger("confprune")
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The configs: inside the package in an installed wheel (pyproject.toml maps the top-level conf/
+# to confprune/conf), else the top-level conf/ of the source checkout (editable install).
+_PACKAGED_CONF = Path(str(files("confprune").joinpath("conf")))
+CONF_DIR = str(_PACKAGED_CONF if (_PACKAGED_CONF / "config.yaml").is_file()
+               else Path(__file__).resolve().parents[2] / "conf")
 
 register_configs()
 
@@ -86,7 +108,8 @@ def run_logged(cfg: DictConfig) -> RunSummary:
     """Validate, then run inside a tracker that is finished even when the job fails.
 
     Resumable: a job whose output dir already holds the summary of the same resolved config is
-    skipped (re-run a sweep with the same ``hydra.sweep.dir`` to finish only what is missing).
+    skipped (re-run a sweep with the same ``hydra.sweep.dir`` to finish only what is missing);
+    a skipped job starts no wandb run.
     """
     conf = to_config(cfg)
     output_dir = Path(conf.paths.output_dir)
@@ -99,26 +122,115 @@ def run_logged(cfg: DictConfig) -> RunSummary:
 
     check(conf)  # bad input fails here, before any tracker, data or training
     log.info("output dir: %s", output_dir)
+    overrides, sweep_dir = _job_context()
     with tracker(
         conf.logger.name, conf.logger.mode, conf.logger.project, conf.logger.entity,
-        group=conf.name, job_type="certify", config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
-        output_dir=output_dir, tags=conf.logger.tags,
+        identity=run_identity(conf, overrides, sweep_dir), config=tracked_config(cfg, cfg_hash),
+        output_dir=output_dir,
     ) as track:
-        result = run(conf, output_dir, config_hash=cfg_hash)
+        result = run(conf, output_dir, config_hash=cfg_hash,
+                     on_train_step=track.log_train_step if track.active else None)
         summary = result.summary
-        track.log_summary(summary.to_dict())
-        track.log_images(result.figures)
-        track.log_artifact(f"loss-table-{conf.name}", "loss-table", [summary.files["losses"]])
-        if "pruned_model" in summary.files:
-            track.log_artifact(
-                f"pruned-model-{conf.name}", "model", [summary.files["pruned_model"], summary.files["certificate"]]
-            )
+        if track.active:
+            log_outcome(track, conf, summary, result.figures)
     _report(summary)
     return summary
 
 
+def _job_context() -> tuple[list[str], str | None]:
+    """The job's task overrides and, in a multirun, its sweep directory (none outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return [], None
+    hc = HydraConfig.get()
+    return list(hc.overrides.task), (str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None)
+
+
+def tracked_config(cfg: DictConfig, cfg_hash: str) -> dict[str, Any]:
+    """The config a tracker records: resolved, without ``paths`` (this machine's directories),
+    with the ``config_hash`` that names the job's artifacts."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    plain.pop("paths", None)
+    return {**plain, "config_hash": cfg_hash}
+
+
+def log_outcome(track: NullTracker, conf: Config, summary: RunSummary, figures: dict[str, str]) -> None:
+    """Log a finished run: dashboard summary, λ curve and risk-vs-cost tables, figures, artifacts.
+
+    The λ curve's split quantiles are re-derived from the run's loss table and its seeded
+    validation splits (``pipeline.calibration_draws``, the draw the validation used); the
+    deployment p-values come from the run's certificate.
+    """
+    import numpy as np
+
+    from .pipeline import calibration_draws
+
+    output_dir = Path(summary.output_dir)
+    try:
+        run_dir = str(output_dir.relative_to(conf.paths.output_root))
+    except ValueError:  # an output dir outside the output root (hydra.run.dir=...): its last two parts
+        run_dir = "/".join(output_dir.parts[-2:])
+    track.log_summary(dashboard_summary(summary, run_dir))
+    certificate = (json.loads(Path(summary.files["certificate"]).read_text())
+                   if "certificate" in summary.files else None)
+    if "losses" in summary.files and len(summary.pool_risk) == len(summary.lambdas):  # one family's λ curve
+        with np.load(summary.files["losses"]) as table:
+            losses, sparsity = table["losses"], table["sparsity"]
+        quantiles = split_risk_quantiles(losses, calibration_draws(conf, summary.pool_size).splits.cal_mask)
+        track.log_table("lambda_curve", lambda_curve_columns(summary, sparsity, quantiles, certificate),
+                        Plot("lines", "lambda", ("pool_risk", "cal_risk_median", "cal_risk_q05", "cal_risk_q95",
+                                                 "deploy_cal_risk"), f"risk vs λ ({summary.loss})"))
+    cost = deployed_cost(summary)
+    track.log_table("risk_vs_cost", risk_cost_columns(summary),
+                    Plot("scatter", cost.macs_kind if cost else "nonzero_macs", ("pool_risk",),
+                         f"pool risk vs MACs ({summary.loss})"))
+    track.log_images(figures)
+    log_lineage(track, summary, certificate)
+
+
+def log_lineage(track: NullTracker, summary: RunSummary, certificate: dict[str, Any] | None) -> None:
+    """Dense model (an input of the run) → loss table and certified model (its outputs).
+
+    The dense checkpoint is the one the certificate names (none without a certificate, e.g.
+    ``export=false``); each artifact's metadata names the artifacts it was derived from. A run
+    that certified nothing logs its certificate alone (``certificate-<config hash>``).
+    """
+    model = (certificate or {}).get("model", {})
+    names = artifact_names(summary.config_hash, summary.model, model.get("cache_key"))
+    files = summary.files
+    inputs: dict[str, str] = {}
+    if "dense" in names and model.get("checkpoint"):
+        dense_meta = {"model": summary.model, "cache_key": model["cache_key"], "seed": summary.seed,
+                      "checksum": model.get("dense_checksum"), "metrics": summary.dense}
+        track.log_artifact(names["dense"], "model", [model["checkpoint"]], dense_meta, used=True)
+        inputs["dense_model"] = names["dense"]
+    table_files = [files[k] for k in ("losses", "splits") if k in files]
+    if table_files:
+        table_meta = {"config_hash": summary.config_hash, "loss": summary.loss, "criterion": summary.criterion,
+                      "structure": summary.structure, "lambdas": len(summary.lambdas),
+                      "pool_size": summary.pool_size, "from_cache": summary.loss_table_from_cache, **inputs}
+        track.log_artifact(names["loss_table"], "loss-table", table_files, table_meta)
+        inputs["loss_table"] = names["loss_table"]
+    if certificate is None:
+        return
+    claim = {"config_hash": summary.config_hash, "certified": bool(certificate.get("certified")),
+             "claim": certificate.get("claim"), "lambda_hat": summary.lambda_hat.deploy,
+             "sparsity": summary.sparsity_hat.deploy, "alpha": summary.alpha, "delta": summary.delta,
+             "loss": summary.loss, "bound": summary.bound, "fwer": summary.fwer, **inputs}
+    if "pruned_model" in files:
+        pruned = [files[k] for k in ("pruned_model", "pruned_model_sparse") if k in files]
+        track.log_artifact(names["certified"], "model", [*pruned, files["certificate"]], claim)
+    else:
+        track.log_artifact(names["certificate"], "certificate", [files["certificate"]], claim)
+
+
 def _report(s: RunSummary) -> None:
-    """One console line per run: what was certified, under which choices, and how it validated."""
+    """One console line per run: what was certified, under which choices, how it validated, what
+    the deployed model costs. Every field is labelled; a coverage is printed only when some split
+    certified something (an uncertified split makes no claim to check)."""
     lam = s.lambda_hat.deploy
     deployed = ("nothing certified" if lam is None
                 else f"deployed lambda_hat={lam:.2f} (pool sparsity {s.sparsity_hat.deploy:.3f})")
@@ -129,9 +241,25 @@ def _report(s: RunSummary) -> None:
                 else f"coverage {s.coverage:.3f} [{s.coverage_ci[0]:.3f}, {s.coverage_ci[1]:.3f}]")
         coverage = (f"{test}, i.i.d. exact {s.iid_coverage:.3f} over {s.n_splits} splits "
                     f"(target >= {1 - s.delta:g}; {s.certified_fraction:.1%} certified)")
-    dense = ", ".join(f"{k} {v:.4f}" for k, v in s.dense.items())
-    log.info("%s | %s | %s/%s | %s/%s | alpha=%g delta=%g | %s | %s | dense %s", s.experiment, s.loss, s.criterion,
-             s.scope, s.bound, s.fwer, s.alpha, s.delta, deployed, coverage, dense)
+    dense = ", ".join(f"{k} {v:.4f}" for k, v in s.dense.items()) or "no metrics"
+    log.info("%s | loss %s | criterion %s/%s (%s) | bound %s, fwer %s | alpha=%g delta=%g | %s | %s | %s | dense %s",
+             s.experiment, s.loss, s.criterion, s.scope, s.structure, s.bound, s.fwer, s.alpha, s.delta, deployed,
+             coverage, _cost_text(s), dense)
+
+
+def _cost_text(s: RunSummary) -> str:
+    """The deployed model's cost against the dense one, e.g. ``cost nonzero MACs 1.22M -> 0.65M
+    (1.89x fewer), latency b1 0.152 -> 0.153 ms``."""
+    cost = deployed_cost(s)
+    if cost is None:
+        return "cost: no deployed model" if s.lambda_hat.deploy is None else "cost: not recorded"
+    label = "MACs" if cost.macs_kind == "macs" else "nonzero MACs"
+    text = (f"cost {label} {cost.dense_macs / 1e6:.3g}M -> {cost.deploy_macs / 1e6:.3g}M "
+            f"({cost.macs_reduction:.2f}x fewer)")
+    if cost.dense_latency_s is not None and cost.deploy_latency_s is not None:
+        text += (f", latency b{cost.latency_batch} {1e3 * cost.dense_latency_s:.3g} -> "
+                 f"{1e3 * cost.deploy_latency_s:.3g} ms")
+    return text
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -32,6 +32,10 @@ from .pruning.trajectory import WelfordTracker
 
 log = logging.getLogger(__name__)
 
+# ``on_step(step, metrics)``: called after every optimizer step of a training that actually runs
+# (never for a checkpoint loaded from the cache); ``step`` counts optimizer steps from 1.
+StepCallback = Callable[[int, dict[str, float]], None]
+
 # Keys that do not change the trained weights (where data lives, how the pool is cut).
 _DATASET_KEYS_IGNORED = {"data_dir", "download", "download_timeout", "pool_limit", "root_cache"}
 _TRAINER_KEYS_IGNORED = {"eval_batch_size"}
@@ -135,12 +139,19 @@ def cached_dense_metrics(
 
 
 def train_model(
-    model: nn.Module, data: TaskData, trainer: Any, seed: int, progress: bool = True
+    model: nn.Module, data: TaskData, trainer: Any, seed: int, progress: bool = True,
+    on_step: StepCallback | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Train in place; deterministic for a given seed on CPU.
 
     Returns (stats, trajectory): the trajectory statistics (Welford mean/M2 of every parameter
     over the last K epochs, for M&U) when ``trainer.trajectory.enabled``, else an empty dict.
+
+    ``on_step(step, metrics)``, when given, is called after every optimizer step with ``step``
+    counting from 1 and ``metrics``: ``loss`` (the training objective on the batch), the task's
+    batch metrics of :data:`METRICS` on the outputs the step computed (``accuracy``; ``dice`` and
+    ``iou`` for segmentation), ``epoch`` (fractional, in epochs done) and ``lr``. It only reads:
+    the weights, the random streams and the result are the same with or without it.
     """
     t = _plain(trainer)
     traj_cfg = t.get("trajectory") or {}
@@ -157,41 +168,70 @@ def train_model(
         opt = torch.optim.SGD(params, lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
     n = data.train_inputs.shape[0]
     bs = t["batch_size"]
-    steps = t["epochs"] * ((n + bs - 1) // bs)
+    steps_per_epoch = (n + bs - 1) // bs
+    steps = t["epochs"] * steps_per_epoch
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
         if t.get("scheduler", "none") == "cosine"
         else None
     )
+    # The batch outputs come from a forward hook on the objective's own pass: the metrics cost no
+    # second forward pass (which would also move BatchNorm statistics and dropout's random stream).
+    outputs: list[torch.Tensor] = []
+
+    def keep_outputs(_module: nn.Module, _inputs: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            outputs.append(out.detach())
+
+    hook = model.register_forward_hook(keep_outputs) if on_step is not None else None
+    step = 0
     last = float("nan")
-    for epoch in range(t["epochs"]):
-        model.train()
-        perm = torch.randperm(n, generator=gen)
-        bar = tqdm(range(0, n, bs), desc=f"train epoch {epoch + 1}/{t['epochs']}", disable=not progress, leave=False)
-        for start in bar:
-            idx = perm[start : start + bs]
-            x, y = data.train_inputs[idx], data.train_targets[idx]
-            if data.augment is not None:
-                x, y = data.augment(x, y, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-            loss = objective(model, x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if scheduler is not None:
-                scheduler.step()
-            if tracker is not None and per_step and epoch >= first_tracked_epoch:
+    try:
+        for epoch in range(t["epochs"]):
+            model.train()
+            perm = torch.randperm(n, generator=gen)
+            bar = tqdm(range(0, n, bs), desc=f"train epoch {epoch + 1}/{t['epochs']}", disable=not progress,
+                       leave=False)
+            for start in bar:
+                idx = perm[start : start + bs]
+                x, y = data.train_inputs[idx], data.train_targets[idx]
+                if data.augment is not None:
+                    x, y = data.augment(x, y, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                outputs.clear()
+                loss = objective(model, x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if scheduler is not None:
+                    scheduler.step()
+                if tracker is not None and per_step and epoch >= first_tracked_epoch:
+                    tracker.update()
+                last = loss.item()
+                step += 1
+                if on_step is not None:  # before the divergence check: a dashboard shows the loss that blew up
+                    on_step(step, _step_metrics(data.task, last, outputs, y, step / steps_per_epoch,
+                                                opt.param_groups[0]["lr"]))
+                if not math.isfinite(last):
+                    raise TrainingDiverged(
+                        f"training diverged: the loss is {last} at epoch {epoch + 1}, step {start // bs + 1}; nothing "
+                        f"is cached. Lower trainer.lr (now {t['lr']}) or check the data"
+                    )
+                bar.set_postfix(loss=f"{last:.4f}", refresh=False)
+            if tracker is not None and not per_step and epoch >= first_tracked_epoch:
                 tracker.update()
-            last = loss.item()
-            if not math.isfinite(last):
-                raise TrainingDiverged(
-                    f"training diverged: the loss is {last} at epoch {epoch + 1}, step {start // bs + 1}; nothing is "
-                    f"cached. Lower trainer.lr (now {t['lr']}) or check the data"
-                )
-            bar.set_postfix(loss=f"{last:.4f}", refresh=False)
-        if tracker is not None and not per_step and epoch >= first_tracked_epoch:
-            tracker.update()
+    finally:
+        if hook is not None:
+            hook.remove()
     model.eval()
     return {"final_train_loss": last}, (tracker.state() if tracker is not None else {})
+
+
+def _step_metrics(task: str, loss: float, outputs: list[torch.Tensor], targets: torch.Tensor, epoch: float,
+                  lr: float) -> dict[str, float]:
+    """What ``on_step`` receives: the batch loss, the task's metrics on the outputs of the step's
+    own forward pass (the last one, if an objective ran the model more than once), epoch and lr."""
+    metrics = METRICS[task](outputs[-1], targets) if outputs else {}
+    return {"loss": loss, **metrics, "epoch": epoch, "lr": float(lr)}
 
 
 @dataclass
@@ -225,7 +265,11 @@ def train_or_load(
     data: TaskData,
     cache_dir: str | Path,
     progress: bool = True,
+    on_step: StepCallback | None = None,
 ) -> TrainedModel:
+    """The trained model for this (model, dataset, trainer, seed): loaded from the cache, or trained
+    and cached. ``on_step`` (see :func:`train_model`) is called only when the model is actually
+    trained here, never for a cached checkpoint; it does not enter the cache key."""
     key = cache_key(model_cfg, dataset_cfg, trainer_cfg, seed)
     path = Path(cache_dir) / "models" / f"{model_cfg['name']}-{key}.pt"
 
@@ -243,7 +287,7 @@ def train_or_load(
     def train() -> TrainedModel:
         model = fresh_model()
         start = time.perf_counter()
-        stats, trajectory = train_model(model, data, trainer_cfg, seed, progress)
+        stats, trajectory = train_model(model, data, trainer_cfg, seed, progress, on_step=on_step)
         seconds = time.perf_counter() - start
         broken = [n for n, p in model.state_dict().items() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
         if broken:
