@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ from .stats import (
     is_binary,
     make_fwer,
 )
-from .sweep import LossTable, compute_loss_table
+from .stats.risks import RiskSpec, calibrate_risks, resolve_risks
+from .sweep import LossTable, compute_loss_table, compute_loss_tables
 
 DEFAULT_LAMBDAS = tuple(round(0.01 * i, 2) for i in range(100))  # the paper's grid 0.00 … 0.99
 
@@ -159,6 +160,9 @@ def certify_from_table(
     data_info: Mapping[str, Any] | None = None,
     model_info: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    risks: Sequence[RiskSpec] | None = None,
+    tables: Mapping[str, LossTable] | None = None,
+    labels: np.ndarray | None = None,
 ) -> CertifiedPruning:
     """LTT on the calibration columns of a computed loss table (shape (G', N)); builds the pruned
     model and the certificate. ``calibration_indices`` (default: every column, in order) are
@@ -170,14 +174,25 @@ def certify_from_table(
 
     Rows beyond G' (not evaluated because the sweep stopped early) count as not rejected; with
     fixed-sequence testing that changes nothing, since testing had already stopped there.
+
+    ``risks`` (several at once, :class:`~confprune.stats.risks.RiskSpec`): every risk must pass at a
+    grid point (max of the p-values); ``tables`` then maps each risk's loss table name to its
+    table (``table`` is the first risk's), and ``labels`` (N,) serve per-class risks; ``alpha``
+    and ``bound`` are taken from the risks.
     """
     n = table.losses.shape[1]
     cal_idx = np.arange(n) if calibration_indices is None else np.asarray(calibration_indices)
-    if bound == "auto":
-        bound = "binomial" if is_binary(table.losses[:, cal_idx]) else "hb"
     procedure = make_fwer(fwer)
-    calibration = calibrate(table.losses[:, cal_idx], alpha=alpha, delta=delta, bound=bound, fwer=procedure,
-                            order_seed=None, n_grid=table.grid.size)
+    per_risk: dict[str, np.ndarray] = {}
+    if risks:
+        arrays = {name: t.losses for name, t in (tables or {}).items()}
+        calibration, per_risk = calibrate_risks(arrays, risks, cal_idx, delta=delta, fwer=procedure,
+                                                n_grid=table.grid.size, labels=labels)
+    else:
+        if bound == "auto":
+            bound = "binomial" if is_binary(table.losses[:, cal_idx]) else "hb"
+        calibration = calibrate(table.losses[:, cal_idx], alpha=alpha, delta=delta, bound=bound, fwer=procedure,
+                                order_seed=None, n_grid=table.grid.size)
     certified = calibration.lambda_index != NOT_CERTIFIED
     lam = float(table.grid[calibration.lambda_index]) if certified else None
     pruned = pruned_state_dict(model, family, lam) if lam is not None else None
@@ -192,6 +207,8 @@ def certify_from_table(
               "labeled": loss.labeled, "reads_dense": loss.reads_dense},
         data=info, model_info={"class": type(model).__name__, **dict(model_info or {})},
         sweep={"batch_size": table.batch_size}, extra=extra,
+        risks=[{**asdict(r), "name": r.name, "p_values": [float(x) for x in per_risk[r.name]]}
+               for r in resolve_risks({k: t.losses for k, t in (tables or {}).items()}, risks)] if risks else None,
     )
     return CertifiedPruning(calibration, family, model, loss, table, cal_idx, certificate, pruned, module)
 
@@ -217,6 +234,7 @@ def certify(
     trajectory: Mapping[str, torch.Tensor] | None = None,
     criterion_options: Mapping[str, Any] | None = None,
     measure_cost: bool = True,
+    risks: Sequence[RiskSpec] | None = None,
     progress: bool = False,
 ) -> CertifiedPruning:
     """Certify a pruning ratio for ``model`` on held-out ``calibration_data``.
@@ -246,6 +264,12 @@ def certify(
     lambdas : the increasing grid in [0, 1), fixed in advance (default 0.00, 0.01, …, 0.99).
     measure_cost : record the dense and certified model's parameters, MACs, export bytes and CPU
         latency (batch 1 and ``batch_size``) in the certificate (``result.cost``).
+    risks : several risks at once instead of (``loss``, ``alpha``, ``bound``): a list of
+        :class:`~confprune.stats.risks.RiskSpec`, e.g. ``[RiskSpec("label_01", 0.03),
+        RiskSpec("disagreement", 0.02)]``, ``RiskSpec("accuracy_drop", 0.01)`` (the drop relative to
+        the dense model, exact trinomial test or ``bound="wsr"``) or ``RiskSpec("label_01", 0.05,
+        per_class=True)``; a grid point passes when every risk's null is rejected. All tables come
+        from one pass of the network.
     """
     for key, value in (("alpha", alpha), ("delta", delta)):
         if not 0 < value < 1:
@@ -267,10 +291,25 @@ def certify(
             structure=structure, trajectory=trajectory, score_inputs=score_inputs,
             example_inputs=torch.zeros_like(example[:2]), **dict(criterion_options or {}),
         )
-        table = compute_loss_table(model, family, grid, calibration_data, loss_obj, batch_size=batch_size,
-                                   progress=progress)
-        result = certify_from_table(model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound,
-                                    fwer=procedure)
+        if risks:
+            names = list(dict.fromkeys(r.table for r in risks))
+            computed = compute_loss_tables(model, family, grid, calibration_data, [make_loss(n) for n in names],
+                                           batch_size=batch_size, progress=progress)
+            tables = dict(zip(names, computed, strict=True))
+            labels = None
+            if any(r.per_class for r in risks):
+                ys = [y for _, y in as_batches(calibration_data, batch_size)()]
+                if any(y is None for y in ys):
+                    raise OptionError("risks", [r.name for r in risks], "per-class risks with data that has targets")
+                labels = torch.cat(ys).cpu().numpy()
+            first = tables[risks[0].table]
+            result = certify_from_table(model, family, first, make_loss(risks[0].table), alpha=risks[0].alpha,
+                                        delta=delta, fwer=procedure, risks=risks, tables=tables, labels=labels)
+        else:
+            table = compute_loss_table(model, family, grid, calibration_data, loss_obj, batch_size=batch_size,
+                                       progress=progress)
+            result = certify_from_table(model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound,
+                                        fwer=procedure)
         if measure_cost:
             result.certificate["cost"] = certified_cost(model, family, result.lambda_hat, example,
                                                         batches=sorted({1, batch_size}))

@@ -61,11 +61,22 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     atomic_write(path, write)
 
 
-def claim_text(certified: bool, alpha: float, delta: float, n: int, loss: str, bound: str, fwer: str) -> str:
+def claim_text(certified: bool, alpha: float, delta: float, n: int, loss: str, bound: str, fwer: str,
+               risks: list[dict[str, Any]] | None = None) -> str:
     """The certificate's sentence; a verifier regenerates it from the other fields."""
     if not certified:
         return ("Nothing was certified: no grid point passed the FWER procedure at this (alpha, delta); "
                 "no pruned model is exported.")
+    if risks:
+        parts = [
+            (f"the accuracy drop relative to the dense model (E[1{{pruned wrong}} - 1{{dense wrong}}]) is at most {r['alpha']:g}"
+             if r["loss"] == "accuracy_drop" else
+             f"the expected {r['loss']} loss {'of every class ' if r['per_class'] else ''}is at most {r['alpha']:g}")
+            + f" ({r['bound']})" for r in risks
+        ]
+        return (f"With probability at least 1 - delta = {1 - delta:g} over the draw of the {n} exchangeable "
+                f"calibration points, for the pruned model at once: {'; '.join(parts)} (Learn-Then-Test, the "
+                f"maximum of the risks' p-values, {fwer} FWER control).")
     return (f"With probability at least 1 - delta = {1 - delta:g} over the draw of the {n} exchangeable "
             f"calibration points, the expected {loss} loss of the pruned model is at most alpha = {alpha:g} "
             f"(Learn-Then-Test, {bound} p-values, {fwer} FWER control).")
@@ -96,6 +107,7 @@ def build_certificate(
     model_info: Mapping[str, Any],
     sweep: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
+    risks: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The certificate of one calibration: the claim and everything a verifier needs to re-derive
     it (see README "What a certificate proves").
@@ -114,7 +126,8 @@ def build_certificate(
     pruned_count = 0 if not certified else int(round(sparsity_hat * family.pool_size))
     return {
         "certified": certified,
-        "claim": claim_text(certified, cal.alpha, cal.delta, cal.n, loss["name"], cal.bound, cal.fwer),
+        "claim": claim_text(certified, cal.alpha, cal.delta, cal.n, loss["name"], cal.bound, cal.fwer, risks),
+        "risks": risks,
         "alpha": cal.alpha,
         "delta": cal.delta,
         "bound": cal.bound,

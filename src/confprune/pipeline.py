@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,7 @@ from .stats import (
     make_fwer,
     validate_splits,
 )
+from .stats.risks import RiskSpec, iid_validate_risks, validate_risks
 from .sweep import LossTable, cached_loss_tables, compute_loss_tables
 from .train import cached_dense_metrics, train_or_load
 
@@ -122,8 +123,11 @@ class StageTimer:
 # The run
 
 
-def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> RunResult:
-    """Run every stage for one configuration; writes every artifact into ``output_dir``."""
+def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
+        on_train_step: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
+    """Run every stage for one configuration; writes every artifact into ``output_dir``.
+    ``on_train_step(step, metrics)`` sees every optimizer step when the model is trained (a
+    tracker's training curves); nothing when it comes from the cache."""
     t_start = time.perf_counter()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,17 +136,22 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> RunResult
     timer = StageTimer()
     with timer("data"):
         data = load_data(cfg)
-    dense = dense_model(cfg, data)
+    dense = dense_model(cfg, data, on_train_step)
+    if cfg.knobs is not None:  # several pruning families at once: Pareto testing
+        return run_multiknob(cfg, out, config_hash, grid, data, dense, timer, t_start)
     family = pruning_family(cfg, dense, data)
-    loss = make_loss(**cfg.loss)
+    risks = risk_specs(cfg)
+    loss = make_loss(**cfg.loss) if risks is None else make_loss(risks[0].table)
     draws = calibration_draws(cfg, data.pool_size)
     with timer("sweep"):
         table, table_cached = loss_table(cfg, dense, family, data, loss, grid, draws)
+        tables = {loss.name: table, **{r.table: loss_table(cfg, dense, family, data, make_loss(r.table), grid, draws)[0]
+                                      for r in risks or [] if r.table != loss.name}}
     table.save(out / "losses.npz")
     with timer("validation"):
-        validation = split_validation(cfg, table, draws)
+        validation = split_validation(cfg, table, draws, risks, tables, data)
     write_splits(out / "splits.csv", split_columns(table, validation.splits))
-    result = deployment_certificate(cfg, dense, family, table, loss, data, draws)
+    result = deployment_certificate(cfg, dense, family, table, loss, data, draws, risks, tables)
     with timer("cost"):
         cost = cost_profile(cfg, dense, family, table, result, data)
     result.certificate["cost"] = {k: cost[k] for k in ("dense", "deploy", "machine", "conventions")}
@@ -152,20 +161,98 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "") -> RunResult
     figures: dict[str, str] = {}
     if cfg.figures:
         with timer("figures"):
-            figures = draw_figures(dense.model, family, table, validation.splits, result, data, loss, cost,
+            figures = draw_figures(cfg, dense.model, family, table, validation, result, data, loss, cost,
                                    out / "figures")
     timing = {"data_s": timer.seconds["data_s"], "train_s": dense.train_seconds, **timer.seconds}
     timing["total_s"] = time.perf_counter() - t_start
     files = {**files, **{f"figure_{k}": v for k, v in figures.items()}}
     written = [*files.values(), *(str(Path(p).with_suffix(".pdf")) for p in figures.values())]
     summary = summarise(cfg, config_hash, data, dense, family, loss, table, table_cached, validation, result,
-                        cost, timing, files, out, artifact_checksums(out, written))
+                        cost, timing, files, out, artifact_checksums(out, written), risks)
+    write_summary(summary, out)
+    return RunResult(summary, figures)
+
+
+def run_multiknob(cfg: Config, out: Path, config_hash: str, grid: np.ndarray, data: TaskData, dense: DenseModel,
+                  timer: StageTimer, t_start: float) -> RunResult:
+    """Pareto testing over the declared knobs (cfg.knobs × the λ grid): knob tables on the pool,
+    the certified configuration on the deployment calibration set, the exact i.i.d. check of the
+    whole procedure, and each knob certified alone (fixed sequence) for comparison."""
+    from . import multiknob as mk
+    from .stats.risks import calibrate_risks
+
+    risks = risk_specs(cfg) or [RiskSpec(make_loss(**cfg.loss).name, cfg.calibration.alpha, cfg.bound.name)]
+    knobs = [mk.Knob(**fam) for fam in cfg.knobs.families]
+    draws = calibration_draws(cfg, data.pool_size)
+    with timer("sweep"):
+        kt = mk.knob_tables(dense.model, (data.pool_inputs, data.pool_targets), knobs=knobs, risks=risks,
+                            lambdas=grid, objective=cfg.knobs.objective, seed=cfg.seed,
+                            batch_size=cfg.sweep.batch_size, progress=cfg.sweep.progress)
+    result = mk.pareto_from_tables(dense.model, kt, risks, draws.deploy, delta=cfg.calibration.delta,
+                                   objective=cfg.knobs.objective, opt_fraction=cfg.knobs.opt_fraction,
+                                   seed=cfg.calibration.split_seed)
+    with timer("validation"):
+        check_ = mk.iid_validate_pareto(kt, n_cal=cfg.calibration.n_cal, reps=cfg.knobs.validation_reps,
+                                        delta=cfg.calibration.delta, opt_fraction=cfg.knobs.opt_fraction,
+                                        seed=cfg.calibration.split_seed)
+    single = []  # each knob alone, all risks, fixed sequence on the same calibration set
+    g = grid.size
+    for k, knob in enumerate(knobs):
+        tables = {f"risk{i}": kt.losses[i, k * g:(k + 1) * g] for i in range(len(risks))}
+        specs = [RiskSpec(f"risk{i}", a, b) for i, (a, b) in enumerate(zip(kt.alphas, kt.bounds, strict=True))]
+        cal, _ = calibrate_risks(tables, specs, draws.deploy, delta=cfg.calibration.delta)
+        lam = float(grid[cal.lambda_index]) if cal.certified else None
+        single.append({"knob": knob.label, "lambda": lam,
+                       "cost": float(kt.costs[k * g + cal.lambda_index]) if cal.certified else None})
+    files = mk.save_pareto(result, out)
+    record = json.loads(Path(files["record"]).read_text())
+    best_single = min((s["cost"] for s in single if s["cost"] is not None), default=None)
+    record.update(single_knob=single, best_single_knob_cost=best_single, iid_check=check_)
+    from .record import write_json
+
+    write_json(record, files["record"])
+    figures: dict[str, str] = {}
+    if cfg.figures:
+        with timer("figures"):
+            made = mk.front_figure(result, kt, out / "figures")
+            figures = {Path(p).stem: p for p in made if p.endswith(".png")}
+    conf = result.configuration
+    k = knobs.index(mk.Knob(**{f: conf[f] for f in ("criterion", "structure", "scope", "quantize")})) if conf else None
+    sparsity = kt.families[k].sparsity(conf["lambda"]) if conf else None
+    timing = {"data_s": timer.seconds["data_s"], "train_s": dense.train_seconds, **timer.seconds,
+              "total_s": time.perf_counter() - t_start}
+    all_files = {**files, **{f"figure_{n}": p for n, p in figures.items()}}
+    written = [*all_files.values(), *(str(Path(p).with_suffix(".pdf")) for p in figures.values())]
+    summary = RunSummary(
+        config_hash=config_hash, experiment=cfg.name, model=cfg.model["name"], dataset=cfg.dataset["name"],
+        synthetic_data=data.synthetic, loss=" & ".join(r.name for r in risks), bound="+".join(kt.bounds),
+        fwer="pareto_testing", criterion=conf["label"] if conf else "none", scope=conf["scope"] if conf else "-",
+        score_inputs=None, seed=cfg.seed, alpha=risks[0].alpha, delta=cfg.calibration.delta, n_cal=cfg.calibration.n_cal,
+        n_test=0, n_splits=check_["reps"], pool_size=data.pool_size,
+        grid=GridInfo(int(grid.size), int(grid.size), float(grid[0]), float(grid[-1])),
+        lambdas=[float(x) for x in grid], pool_risk=[], dense=dense.metrics, dense_risk=float(kt.losses[0, 0].mean()),
+        model_from_cache=dense.from_cache, loss_table_from_cache=False, dense_metrics_from_cache=dense.metrics_from_cache,
+        lambda_hat=LambdaHat(None, None, None, conf["lambda"] if conf else None),
+        sparsity_hat=SparsityHat(None, sparsity, sparsity),
+        deploy=Deployment(result.certified, None, None), coverage=None, coverage_ci=None,
+        iid_coverage=check_["coverage"], iid_coverage_ci=check_["coverage_ci"], test_risk_median=None, violations=0,
+        certified_fraction=check_["certified_fraction"], aux_at_deploy={},
+        throughput=Throughput(0.0, 0.0, torch.get_num_threads()), timing=timing, files=all_files, output_dir=str(out),
+        artifacts=artifact_checksums(out, written), structure="multi-knob",
+        cost={"objective": cfg.knobs.objective, "deploy": {cfg.knobs.objective: conf["cost"]} if conf else None,
+              "best_single_knob": best_single},
+    )
     write_summary(summary, out)
     return RunResult(summary, figures)
 
 
 # --------------------------------------------------------------------------------------------
 # Stages
+
+
+def risk_specs(cfg: Config) -> list[RiskSpec] | None:
+    """``calibration.risks`` as risk specs (None: the single risk of ``loss`` at ``calibration.alpha``)."""
+    return [RiskSpec(**r) for r in cfg.calibration.risks] if cfg.calibration.risks else None
 
 
 def check(cfg: Config) -> list[float]:
@@ -188,10 +275,11 @@ def load_data(cfg: Config) -> TaskData:
     return data
 
 
-def dense_model(cfg: Config, data: TaskData) -> DenseModel:
+def dense_model(cfg: Config, data: TaskData,
+                on_train_step: Callable[[int, dict[str, float]], None] | None = None) -> DenseModel:
     """Train the dense model or load it from the cache; its metrics on the pool (cached too)."""
     trained = train_or_load(cfg.model, cfg.dataset, cfg.trainer, cfg.seed, data, cfg.paths.cache_dir,
-                            progress=cfg.sweep.progress)
+                            progress=cfg.sweep.progress, on_step=on_train_step)
     model = trained.model.to(cfg.sweep.device)
     checksum = trained.meta["checksum"]
     metrics, metrics_cached = cached_dense_metrics(
@@ -268,10 +356,19 @@ def companion_losses(loss: Loss, task: str) -> list[Loss]:
             if spec.task == task and not (name == loss.name and spec.make().params == loss.params)]
 
 
-def split_validation(cfg: Config, table: LossTable, draws: CalibrationDraws) -> Validation:
-    """LTT on every random split (test risk at λ̂) and on i.i.d. draws (exact pool risk)."""
+def split_validation(cfg: Config, table: LossTable, draws: CalibrationDraws, risks: list[RiskSpec] | None = None,
+                     tables: dict[str, LossTable] | None = None, data: TaskData | None = None) -> Validation:
+    """LTT on every random split (test risk at λ̂) and on i.i.d. draws (exact pool risk); with
+    several risks, a split passes only if every risk does."""
     cal = cfg.calibration
     procedure, n_grid = make_fwer(**cfg.fwer), table.grid.size
+    if risks:
+        arrays = {k: t.losses for k, t in (tables or {}).items()}
+        labels = _labels(data)
+        splits = validate_risks(arrays, risks, draws.splits, delta=cal.delta, fwer=procedure, n_grid=n_grid,
+                                labels=labels, keep_pvalues=True)
+        iid = iid_validate_risks(arrays, risks, draws.iid, delta=cal.delta, fwer=procedure, n_grid=n_grid, labels=labels)
+        return Validation(splits, iid)
     splits = validate_splits(table.losses, draws.splits, alpha=cal.alpha, delta=cal.delta, bound=cfg.bound.name,
                              fwer=procedure, keep_pvalues=True, n_grid=n_grid)
     iid = iid_validation(table.losses, n_cal=cal.n_cal, n_reps=cal.n_splits, alpha=cal.alpha, delta=cal.delta,
@@ -293,9 +390,16 @@ def split_columns(table: LossTable, validation: SplitValidation) -> dict[str, np
     }
 
 
+def _labels(data: TaskData | None) -> np.ndarray | None:
+    """Pool labels for per-class risks (classification pools only)."""
+    if data is None or data.task != "classification":
+        return None
+    return data.pool_targets.cpu().numpy()
+
+
 def deployment_certificate(
     cfg: Config, dense: DenseModel, family: PruningFamily, table: LossTable, loss: Loss, data: TaskData,
-    draws: CalibrationDraws,
+    draws: CalibrationDraws, risks: list[RiskSpec] | None = None, tables: dict[str, LossTable] | None = None,
 ) -> CertifiedPruning:
     """LTT on the deployment calibration set: the certified λ̂, pruned model and certificate."""
     cal = cfg.calibration
@@ -312,6 +416,7 @@ def deployment_certificate(
         model_info={"name": cfg.model["name"], "config": dict(cfg.model), "cache_key": dense.key,
                     "checkpoint": str(dense.path), "seed": cfg.seed},
         extra={"holdout_size": int(holdout.size)},
+        risks=risks, tables=tables, labels=_labels(data),
     )
     result.certificate["holdout_risk"] = (
         float(table.losses[result.lambda_index, holdout].mean()) if result.certified and holdout.size else None
@@ -362,25 +467,34 @@ def cost_profile(
 
 
 def draw_figures(
-    model: nn.Module, family: PruningFamily, table: LossTable, validation: SplitValidation,
+    cfg: Config, model: nn.Module, family: PruningFamily, table: LossTable, validation: Validation,
     result: CertifiedPruning, data: TaskData, loss: Loss, cost: dict[str, Any], fig_dir: Path,
 ) -> dict[str, str]:
-    """The run's figures (PNG + PDF); returns stem → PNG path."""
+    """The run's figures (PNG + PDF), each titled with the model, the data (and whether it is
+    synthetic), the pruning family, loss, bound, FWER, α and δ; returns stem → PNG path."""
     from . import figures  # matplotlib: only when drawing
 
+    splits, lam_hat = validation.splits, result.lambda_hat
+    label = figures.RunLabel(
+        model=cfg.model["name"], dataset=cfg.dataset["name"], loss=loss.name, bound=cfg.bound.name,
+        fwer=cfg.fwer["name"], criterion=family.criterion, alpha=splits.alpha, delta=splits.delta,
+        scope=family.scope, structure=family.structure, synthetic=data.synthetic,
+    )
     lambdas, pool_risk = table.lambdas, table.losses.mean(1)
-    made = [
-        *figures.risk_vs_lambda(lambdas, model_sparsity(table, family, model), validation, result, pool_risk,
-                                loss.name, fig_dir),
-        *(figures.test_risk_histogram(validation, fig_dir) if validation.n_test else []),
-        *figures.lambda_hat_histogram(lambdas, validation, fig_dir),
-        *figures.first_layer_heatmap(model, family, result.lambda_hat, fig_dir),
-        *figures.risk_vs_cost(pool_risk, cost, result.lambda_hat, validation.alpha, loss.name, family, fig_dir),
-    ]
-    for task_figure in figures.TASK_FIGURES.get(data.task, ()):
-        made += task_figure(model, family, data.pool_inputs, data.pool_targets, lambdas, pool_risk,
-                            result.lambda_hat, fig_dir)
-    return {Path(p).stem: p for p in made if p.endswith(".png")}
+    sparsity = model_sparsity(table, family, model)
+    drawn = {
+        "risk_vs_lambda": figures.risk_vs_lambda(lambdas, sparsity, splits, pool_risk, lam_hat, label),
+        "test_risk_hist": (figures.test_risk_histogram(splits, validation.iid, label)
+                           if splits.n_test else None),
+        "lambda_hat_hist": figures.lambda_hat_histogram(lambdas, splits, lam_hat, label),
+        "first_layer_heatmap": figures.first_layer_heatmap(model, family, lambdas, lam_hat, label),
+        "risk_vs_cost": figures.risk_vs_cost(pool_risk, cost, lam_hat, label),
+    }
+    for stem, task_figure in figures.TASK_FIGURES.get(data.task, {}).items():
+        drawn[stem] = task_figure(model, family, data.pool_inputs, data.pool_targets, lambdas,
+                                  pool_risk, lam_hat, label)
+    return {stem: figures.save_figure(fig, fig_dir, stem)[0]
+            for stem, fig in drawn.items() if fig is not None}
 
 
 def model_sparsity(table: LossTable, family: PruningFamily, model: nn.Module) -> np.ndarray:
@@ -392,6 +506,7 @@ def summarise(
     cfg: Config, config_hash: str, data: TaskData, dense: DenseModel, family: PruningFamily, loss: Loss,
     table: LossTable, table_cached: bool, validation: Validation, result: CertifiedPruning,
     cost: dict[str, Any], timing: dict[str, float], files: dict[str, str], out: Path, artifacts: dict[str, str],
+    risks: list[RiskSpec] | None = None,
 ) -> RunSummary:
     cal, v = cfg.calibration, validation.splits
     lambdas, grid = table.lambdas, table.grid
@@ -403,9 +518,10 @@ def summarise(
     ci = v.coverage_interval()
     return RunSummary(
         config_hash=config_hash, experiment=cfg.name, model=cfg.model["name"], dataset=cfg.dataset["name"],
-        synthetic_data=data.synthetic, loss=loss.name, bound=cfg.bound.name, fwer=cfg.fwer["name"],
+        synthetic_data=data.synthetic, loss=" & ".join(r.name for r in risks) if risks else loss.name,
+        bound=result.calibration.bound, fwer=cfg.fwer["name"],
         criterion=family.criterion, scope=family.scope, score_inputs=family.score_info, seed=cfg.seed,
-        alpha=cal.alpha, delta=cal.delta, n_cal=cal.n_cal, n_test=cal.n_test, n_splits=cal.n_splits,
+        alpha=risks[0].alpha if risks else cal.alpha, delta=cal.delta, n_cal=cal.n_cal, n_test=cal.n_test, n_splits=cal.n_splits,
         pool_size=data.pool_size,
         grid=GridInfo(int(grid.size), int(lambdas.size), float(grid[0]), float(grid[-1])),
         lambdas=[float(x) for x in lambdas],

@@ -44,6 +44,9 @@ class CalibrationConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     lambdas: list[float] | None = None
     split_seed: int = 0
+    # Several risks at once (replaces loss / alpha / bound when set): a list of
+    # {loss, alpha, bound?, per_class?, gamma?}; loss "accuracy_drop" is the drop vs the dense model.
+    risks: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -80,6 +83,18 @@ class SweepConfig:
     progress: bool = True
     share_losses: bool = True  # compute (and cache) the task's other losses in the same pass of the network
     num_threads: int | None = None  # torch intra-op threads per job (None: torch's default; joblib caps it)
+
+
+@dataclass
+class KnobsConfig:
+    """A declared family of configurations for Pareto testing (``knobs=...``): each entry of
+    ``families`` is a knob (criterion, structure, scope, quantize); every λ of the calibration grid
+    applies to each. ``objective``: the cost minimised (macs, bytes, latency)."""
+
+    families: list[dict[str, Any]] = field(default_factory=list)
+    objective: str = "macs"
+    opt_fraction: float = 0.5
+    validation_reps: int = 200  # i.i.d. calibration draws of the exact check (Pareto testing per draw)
 
 
 @dataclass
@@ -125,6 +140,7 @@ class Config:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    knobs: KnobsConfig | None = None  # Pareto testing over several knobs (conf/knobs); None: one family
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     figures: bool = True
@@ -285,6 +301,55 @@ def _check_calibration(cal: CalibrationConfig) -> list[float]:
     return calibration_grid(cal)
 
 
+def _check_risks(cfg: Config, task: str) -> None:
+    from .losses import LOSSES
+    from .stats import BOUNDS, DROP_METHODS, NEEDS_SEQUENCE
+
+    risks = cfg.calibration.risks
+    if not risks:
+        return
+    if cfg.sweep.early_stop:
+        raise ConfigError("sweep.early_stop", True, "false with calibration.risks (the stop rule follows one risk)")
+    fields = {"loss", "alpha", "bound", "per_class", "gamma"}
+    for i, r in enumerate(risks):
+        key = f"calibration.risks[{i}]"
+        if not isinstance(r, Mapping) or "loss" not in r or "alpha" not in r or set(r) - fields:
+            raise ConfigError(key, r, f"a mapping with loss and alpha, and optionally {', '.join(sorted(fields - {'loss', 'alpha'}))}")
+        drop = r["loss"] == "accuracy_drop"
+        if not drop and (r["loss"] not in LOSSES or LOSSES[r["loss"]].task != task):
+            allowed = sorted(k for k, v in LOSSES.items() if v.task == task) + (["accuracy_drop"] if task == "classification" else [])
+            raise ConfigError(f"{key}.loss", r["loss"], f"a {task} loss: {', '.join(allowed)}")
+        alpha = r["alpha"]
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0 <= alpha < 1 if drop else 0 < alpha < 1):
+            raise ConfigError(f"{key}.alpha", alpha, "a number in [0, 1) for accuracy_drop, else in (0, 1)")
+        bound = r.get("bound", "auto")
+        allowed_bounds = ("auto", *DROP_METHODS) if drop else ("auto", *BOUNDS)
+        if bound not in allowed_bounds:
+            raise ConfigError(f"{key}.bound", bound, ", ".join(allowed_bounds))
+        if not drop and bound == "binomial" and not LOSSES[r["loss"]].binary:
+            raise ConfigError(f"{key}.bound", bound, f"hb, hoeffding, bentkus or wsr: {r['loss']} is not binary")
+        if r.get("per_class") and (drop or task != "classification" or bound in NEEDS_SEQUENCE):
+            raise ConfigError(f"{key}.per_class", True, "false, or a classification loss with a non-sequential bound")
+
+
+def _check_knobs(cfg: Config) -> None:
+    from .pruning import check_pruning_options
+
+    knobs = cfg.knobs
+    if knobs is None:
+        return
+    if not knobs.families:
+        raise ConfigError("knobs.families", knobs.families, "a non-empty list of {criterion, structure, scope, quantize}")
+    _choice("knobs.objective", knobs.objective, ["macs", "nonzero_macs", "bytes", "latency"])
+    _in_open_unit("knobs.opt_fraction", knobs.opt_fraction)
+    for i, fam in enumerate(knobs.families):
+        if not isinstance(fam, Mapping) or set(fam) - {"criterion", "structure", "scope", "quantize"}:
+            raise ConfigError(f"knobs.families[{i}]", fam, "a mapping with criterion, structure, scope, quantize")
+        check_pruning_options({k: v for k, v in fam.items() if k != "quantize"}, group=f"knobs.families[{i}]")
+    if cfg.sweep.early_stop:
+        raise ConfigError("sweep.early_stop", True, "false with knobs (Pareto testing needs every configuration)")
+
+
 def _check_factory_groups(cfg: Config) -> None:
     """model, dataset, fwer, loss, pruning: names, options against the factories, and how they fit."""
     from . import losses as losses_mod
@@ -323,6 +388,8 @@ def _check_factory_groups(cfg: Config) -> None:
         allowed = sorted(k for k, v in losses_mod.LOSSES.items() if v.task == entry.task)
         raise ConfigError("loss.name", spec.name, f"a {entry.task} loss: {', '.join(allowed)}")
     check_pruning_options(cfg.pruning, group="pruning")
+    _check_risks(cfg, entry.task)
+    _check_knobs(cfg)
 
 
 def _check_device(device: str) -> None:

@@ -122,9 +122,15 @@ def _load_state(obj: str | Path | Mapping[str, torch.Tensor] | None) -> dict[str
 
 def _check_claim(cert: Mapping[str, Any], report: VerificationReport) -> bool:
     """Fields that must agree with each other before anything is recomputed."""
-    from .stats import BOUNDS, FWERS
+    from .stats import BOUNDS, DROP_METHODS, FWERS
 
-    ok = report.expect("bound", cert["bound"], cert["bound"], cert["bound"] in BOUNDS)
+    if cert.get("risks"):
+        bounds = [r["bound"] for r in cert["risks"]]
+        ok = report.expect("bound", cert["bound"], "+".join(bounds),
+                           all(b in BOUNDS or (r["loss"] == "accuracy_drop" and b in DROP_METHODS)
+                               for b, r in zip(bounds, cert["risks"], strict=True)) and cert["bound"] == "+".join(bounds))
+    else:
+        ok = report.expect("bound", cert["bound"], cert["bound"], cert["bound"] in BOUNDS)
     ok &= report.expect("fwer", cert["fwer"], cert["fwer"], cert["fwer"] in FWERS)
     ok &= report.add("alpha, delta", 0 < cert["alpha"] < 1 and 0 < cert["delta"] < 1,
                      f"alpha={cert['alpha']}, delta={cert['delta']} (each must lie in (0, 1))")
@@ -145,7 +151,8 @@ def _check_claim(cert: Mapping[str, Any], report: VerificationReport) -> bool:
     else:
         ok &= report.expect("lambda_hat", lam, None)
     ok &= report.expect("claim", cert["claim"], claim_text(certified, cert["alpha"], cert["delta"], cert["n_cal"],
-                                                           cert["loss"]["name"], cert["bound"], cert["fwer"]))
+                                                           cert["loss"]["name"], cert["bound"], cert["fwer"],
+                                                           cert.get("risks")))
     return ok
 
 
@@ -269,17 +276,20 @@ def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *,
     # The losses, p-values and decision, at every grid point the procedure needs.
     grid = np.asarray(cert["grid"], dtype=np.float64)
     rows = _needed_rows(cert)
-    table = compute_loss_table(model, family, grid[:rows], (x, y), loss_obj, batch_size=batch, progress=False)
-    cal = table.losses[:, idx]
     alpha, delta, j = cert["alpha"], cert["delta"], cert["lambda_index"]
-    p = np.asarray(pvalues_from_losses(cert["bound"], cal, alpha, delta), dtype=np.float64)
+    if cert.get("risks"):
+        p, risk = _recompute_risks(cert, model, family, grid[:rows], x, y, idx, batch, report)
+    else:
+        table = compute_loss_table(model, family, grid[:rows], (x, y), loss_obj, batch_size=batch, progress=False)
+        cal = table.losses[:, idx]
+        p = np.asarray(pvalues_from_losses(cert["bound"], cal, alpha, delta), dtype=np.float64)
+        risk = cal.astype(np.float64).sum(axis=1) / cal.shape[1]
     recorded_p = np.asarray(cert["p_values"], dtype=np.float64)
     close = np.isclose(p, recorded_p[:rows], rtol=1e-12, atol=0)
     report.add("p_values", bool(close.all()),
                f"{rows} of {grid.size} grid points recomputed with the {cert['bound']} bound"
                + ("" if close.all() else f"; first difference at lambda={grid[int(np.argmin(close))]:g}: recorded "
                   f"{_show(recorded_p[int(np.argmin(close))])}, recomputed {_show(p[int(np.argmin(close))])}"))
-    risk = cal.astype(np.float64).sum(axis=1) / cal.shape[1]
     report.expect("cal_risk_per_lambda", cert["cal_risk_per_lambda"][:rows], [float(r) for r in risk])
     procedure = make_fwer(cert["fwer"], **cert.get("fwer_options", {}))
     p_all = np.concatenate([p, recorded_p[rows:]])  # rows the decision does not depend on
@@ -316,6 +326,27 @@ def _check_cost(cost: Mapping[str, Any], model: nn.Module, family: Any, grid: np
         where = (cost.get("machine") or {}).get("cpu", "the issuer's machine")
         report.add("cost.latency", True, f"measured by the issuer on {where} (not re-derivable here): "
                    + ", ".join(f"{k} {1e3 * v['median_s']:.2f} ms" for k, v in latency.items() if k.startswith("batch_")))
+
+
+def _recompute_risks(cert: Mapping[str, Any], model: nn.Module, family: Any, grid: np.ndarray, x: torch.Tensor,
+                     y: torch.Tensor | None, idx: np.ndarray, batch: int, report: VerificationReport) -> tuple[np.ndarray, np.ndarray]:
+    """Several risks: every risk's p-values (each compared with its record) and the combined ones."""
+    from .stats.risks import RiskSpec, calibrate_risks
+    from .sweep import compute_loss_tables
+
+    fields = ("loss", "alpha", "bound", "per_class", "gamma")
+    specs = [RiskSpec(**{k: r[k] for k in fields}) for r in cert["risks"]]
+    names = list(dict.fromkeys(s.table for s in specs))
+    tables = compute_loss_tables(model, family, grid, (x, y), [make_loss(n) for n in names], batch_size=batch,
+                                 progress=False)
+    arrays = {n: t.losses for n, t in zip(names, tables, strict=True)}
+    labels = None if y is None else y.cpu().numpy()
+    cal, each = calibrate_risks(arrays, specs, idx, delta=cert["delta"], labels=labels)
+    for r in cert["risks"]:
+        got = each[r["name"]]
+        report.add(f"risks[{r['name']}].p_values", bool(np.allclose(got, r["p_values"][: got.size], rtol=1e-12, atol=0)),
+                   f"{got.size} grid points recomputed with {r['bound']}")
+    return cal.p_values, cal.risk
 
 
 def _check_export(cert: Mapping[str, Any], state: dict[str, torch.Tensor] | None, model: nn.Module, family: Any,

@@ -46,6 +46,7 @@ from .planner import Feasibility, Outcome, SampleSize, expected_outcome, feasibi
 from .pvalues import (
     BINARY_ONLY,
     BOUNDS,
+    NEEDS_SEQUENCE,
     bentkus_pvalue,
     binomial_pvalue,
     h1,
@@ -62,7 +63,7 @@ __all__ = [
     "combine_max", "drop_losses", "drop_pvalues", "drop_pvalues_from_losses", "exact_drop_pvalue",
     "expected_outcome", "feasibility", "min_achievable_pvalue", "pareto_front", "pareto_test",
     "pareto_test_splits", "per_class_pvalues", "reject_on_grid", "required_n", "risk_pvalues",
-    "BINARY_ONLY", "BOUNDS", "FWERS", "NOT_CERTIFIED", "Bonferroni", "Calibration", "FixedSequence", "FwerProcedure",
+    "BINARY_ONLY", "BOUNDS", "NEEDS_SEQUENCE", "FWERS", "NOT_CERTIFIED", "Bonferroni", "Calibration", "FixedSequence", "FwerProcedure",
     "Holm", "IidValidation", "draw_iid_calibration", "iid_validation", "MultiStartFixedSequence", "SplitValidation", "Splits", "bentkus_pvalue",
     "binomial_pvalue", "calibrate", "certified_index", "check_loss_table", "clopper_pearson",
     "draw_splits", "h1", "hb_pvalue", "hoeffding_pvalue", "is_binary", "make_fwer",
