@@ -465,6 +465,16 @@ def test_every_per_run_figure_writes_png_and_pdf(run_figures, tmp_path):
         assert Path(pdf).read_bytes()[:5] == b"%PDF-", stem
 
 
+def test_save_figure_closes_a_callers_pyplot_figure(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    figures.save_figure(fig, tmp_path, "pyplot_made")
+    assert (tmp_path / "pyplot_made.png").is_file() and (tmp_path / "pyplot_made.pdf").is_file()
+    assert fig.number not in plt.get_fignums()  # freed, as pyplot figures were before
+
+
 def test_importing_figures_leaves_backend_and_rcparams_alone():
     """A notebook imports this module: it must not switch the backend (inline plots would vanish)
     nor change rcParams, and it must not need pyplot."""

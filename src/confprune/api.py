@@ -226,7 +226,7 @@ def certify(
     scope: str = "global",
     structure: str = "unstructured",
     include_bias: bool = True,
-    include_norm: bool = True,
+    include_norm: bool = False,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     batch_size: int = 500,
     seed: int = 0,
@@ -254,7 +254,10 @@ def certify(
     fwer : a name — fixed_sequence (default), bonferroni, holm, multistart — or a procedure
         object with its options (``confprune.stats.MultiStartFixedSequence(n_starts=8)``).
     criterion, scope, include_bias, include_norm, criterion_options : the pruning family (fixed
-        before calibration): magnitude, random, mu (needs ``trajectory``: Welford statistics from
+        before calibration). The pool is every weight and bias; normalisation parameters
+        (BatchNorm, LayerNorm, GroupNorm) are left out by default (``include_norm=True`` adds them,
+        as the paper's code does for models that have them): zeroing a scale γ silences a whole
+        channel, which users of a weight-magnitude criterion do not expect. Criteria: magnitude, random, mu (needs ``trajectory``: Welford statistics from
         training, see ``confprune.pruning.trajectory.WelfordTracker``; option ``eps``), sipp and
         sipp_hybrid (need ``score_inputs``: a batch of *training* inputs, never calibration data;
         option ``delta_failure`` for the hybrid).
@@ -287,7 +290,8 @@ def certify(
     try:  # the caller's train/eval mode is restored, whatever happens
         example = next(iter(as_batches(calibration_data, batch_size)()))[0]  # only its shape is used
         family = build_family(
-            model, criterion=criterion, scope=scope, include_bias=include_bias, include_norm=include_norm, seed=seed,
+            model, criterion=criterion, scope=scope, include_bias=include_bias or structure == "channel",
+            include_norm=include_norm or structure == "channel", seed=seed,
             structure=structure, trajectory=trajectory, score_inputs=score_inputs,
             example_inputs=torch.zeros_like(example[:2]), **dict(criterion_options or {}),
         )

@@ -42,9 +42,10 @@ REMOVED_CMAP = LinearSegmentedColormap.from_list("removed", ["#e6e6e6", "#b2182b
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _styled(build: F) -> F:
-    """Build a figure under :data:`STYLE`, and lay it out before leaving the style: tick labels
-    are created lazily at the first draw, which would otherwise happen outside the style."""
+def styled(build: F) -> F:
+    """Decorator for a function that builds and returns a :class:`Figure` (or None): it runs
+    under :data:`STYLE`, and the figure is laid out before the style is left (tick labels are
+    created lazily at the first draw, which would otherwise happen outside the style)."""
 
     @functools.wraps(build)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -59,7 +60,7 @@ def _styled(build: F) -> F:
 
 def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[str]:
     """Write ``<stem>.png`` and ``<stem>.pdf`` atomically (a reader never sees half a figure);
-    returns [png path, pdf path]."""
+    returns [png path, pdf path]. A figure made with pyplot is closed afterwards."""
     from .cache import atomic_write
 
     out_dir = Path(out_dir)
@@ -70,6 +71,10 @@ def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[str]:
             p = out_dir / f"{stem}.{ext}"
             atomic_write(p, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, bbox_inches="tight"))
             paths.append(str(p))
+    if getattr(fig.canvas, "manager", None) is not None:  # a caller's pyplot figure: free it
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return paths
 
 
@@ -111,7 +116,7 @@ def _legend_below(fig: Figure, ax: Any, ncol: int = 2, extra: Any = None) -> Non
     fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
 
 
-@_styled
+@styled
 def risk_vs_lambda(
     lambdas: np.ndarray, model_sparsity: np.ndarray, validation: SplitValidation,
     pool_risk: np.ndarray, lam_hat: float | None, label: RunLabel,
@@ -218,7 +223,7 @@ def _risk_bars(
     return edges, handles
 
 
-@_styled
+@styled
 def test_risk_histogram(
     validation: SplitValidation, iid: IidValidation | None, label: RunLabel
 ) -> Figure:
@@ -266,7 +271,7 @@ def test_risk_histogram(
     return fig
 
 
-@_styled
+@styled
 def lambda_hat_histogram(lambdas: np.ndarray, validation: SplitValidation, lam_hat: float | None,
                          label: RunLabel) -> Figure:
     """How often each grid λ was certified over the splits (``lambdas``: (G',) evaluated grid),
@@ -343,7 +348,7 @@ def _removal_lambda(
     return when, "first grid λ without it (1: never)"
 
 
-@_styled
+@styled
 def first_layer_heatmap(model: torch.nn.Module, family: PruningFamily, lambdas: np.ndarray,
                         lam_hat: float | None, label: RunLabel) -> Figure | None:
     """The first pruned layer: |w|, the λ at which each weight is removed, and the weights that
@@ -409,7 +414,7 @@ def _cost_ylim(risk: np.ndarray, alpha: float) -> float:
     return min(1.0, max(3 * alpha, 1.3 * float(risk[0])))
 
 
-@_styled
+@styled
 def risk_vs_cost(
     pool_risk: np.ndarray, cost: Mapping[str, Any], lam_hat: float | None, label: RunLabel
 ) -> Figure | None:
@@ -502,7 +507,7 @@ def _latency_panel(ax: Any, cost: Mapping[str, Any], lambdas: np.ndarray, risk: 
               title_fontsize=6.5)
 
 
-@_styled
+@styled
 def mask_panel(
     model: torch.nn.Module, family: PruningFamily, inputs: torch.Tensor, targets: torch.Tensor,
     lambdas: np.ndarray, pool_risk: np.ndarray, lam_hat: float | None, label: RunLabel, n: int = 4,
@@ -709,7 +714,7 @@ def _mean_by_alpha(g: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return g.groupby("alpha", as_index=False)[cols].mean()
 
 
-@_styled
+@styled
 def sparsity_vs_alpha(table: pd.DataFrame) -> Figure:
     """Certified sparsity vs α per loss: median over all splits (uncertified = 0) with a 5–95%
     band, the deployed model's sparsity (× where it certified nothing), and below it the
@@ -758,7 +763,7 @@ def sparsity_vs_alpha(table: pd.DataFrame) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def coverage_vs_alpha(table: pd.DataFrame) -> Figure:
     """Coverage vs α per loss: the exact i.i.d. check (what the guarantee bounds) and the split
     check (test risk on n_test points: adds test-set noise), each with its 95% Clopper–Pearson
@@ -798,7 +803,7 @@ def coverage_vs_alpha(table: pd.DataFrame) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def test_risk_hist_per_alpha(table: pd.DataFrame) -> Figure:
     """Test risk at λ̂ over the certified splits of every job (from its ``splits.csv``): one
     panel per loss (rows) and α (columns), bins at multiples of 1/n_test
@@ -854,7 +859,7 @@ def test_risk_hist_per_alpha(table: pd.DataFrame) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def criteria_comparison(table: pd.DataFrame) -> Figure:
     """Certified sparsity per pruning family and α: median over all splits (uncertified = 0)
     with 5–95% bars over splits; the fraction of splits that certified is printed where < 1."""
@@ -894,7 +899,7 @@ def criteria_comparison(table: pd.DataFrame) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def lambda_sweep_risk(table: pd.DataFrame) -> Figure:
     """Single-λ jobs (``calibration.lambdas=[λ]``, one job per λ): pool risk vs λ."""
     single = table[table["n_lambdas"] == 1].sort_values("lambda_0")

@@ -159,5 +159,5 @@ LOSSES: dict[str, LossSpec] = {
 def make_loss(name: str, **options: Any) -> Loss:
     """The loss registered under ``name`` with its options (e.g. ``make_loss("selective", tau=0.8)``)."""
     if name not in LOSSES:
-        raise ValueError(f"unknown loss.name={name!r}; allowed: {', '.join(LOSSES)}")
+        raise OptionError("loss", name, ", ".join(LOSSES))
     return LOSSES[name].make(**options)

@@ -83,7 +83,7 @@ class QuantizedFamily:
 
 def _family(model: nn.Module, knob: Knob, seed: int, example: torch.Tensor, score_inputs: Any) -> Any:
     fam = build_family(model, criterion=knob.criterion, scope=knob.scope, structure=knob.structure, seed=seed,
-                       include_bias=True, include_norm=True,
+                       include_bias=True, include_norm=knob.structure == "channel",
                        score_inputs=score_inputs, example_inputs=example)
     return QuantizedFamily(fam) if knob.quantize else fam
 
@@ -293,32 +293,44 @@ def _mean_bound(spec: RiskSpec, losses: np.ndarray) -> str:
 def front_figure(result: MultiKnobResult, kt: KnobTables, out_dir: str | Path) -> list[str]:
     """Risk vs cost of every configuration (pool risk of the first risk, one colour per knob), the
     optimisation-part Pareto front in testing order, and the certified configuration."""
-    import matplotlib.pyplot as plt
+    from .figures import save_figure
 
-    from .figures import save_figure  # also sets the project's figure style and backend
+    return save_figure(_front_plot(result, kt), Path(out_dir), "pareto_front")
 
-    risk = kt.losses[0].mean(axis=1)  # (C,) in mean form
-    alpha = kt.alphas[0]
-    fig, ax = plt.subplots(figsize=(5.2, 3.4), constrained_layout=True)
-    g = kt.lambdas.size
-    for k, knob in enumerate(kt.knobs):
-        ax.plot(kt.costs[k * g:(k + 1) * g], risk[k * g:(k + 1) * g], marker=".", ms=3, lw=0.8, label=knob.label)
-    front = result.pareto.order
-    ax.plot(kt.costs[front], risk[front], "o", mfc="none", mec="k", ms=6, lw=0, label="Pareto front (testing order)")
-    for pos, c in enumerate(front[:12]):
-        ax.annotate(str(pos + 1), (kt.costs[c], risk[c]), fontsize=6, xytext=(3, -7), textcoords="offset points")
-    if result.certified:
-        c = result.pareto.certified_index
-        ax.plot([kt.costs[c]], [risk[c]], "*", color="C3", ms=13, label=f"certified: {result.configuration['label']}, "
-                f"λ={result.configuration['lambda']:g}")
-    ax.axhline(alpha, color="C3", ls="--", lw=1, label=f"α = {alpha:g}" + (" (shifted drop)" if result.risks[0].loss == DROP else ""))
-    ax.set_xlabel(f"cost: {result.objective}" + (" (multiply-adds per sample)" if result.objective == "macs" else ""))
-    ax.set_ylabel(f"pool risk ({result.risks[0].name})")
-    ax.set_ylim(0, min(1.0, max(3 * alpha, 0.05)))
-    ax.set_title(f"Pareto testing over {len(kt.knobs)} knobs × {g} λ (δ = {result.delta:g}, "
-                 f"{'+'.join(r.name for r in result.risks)})", fontsize=7.5)
-    ax.legend(frameon=False, fontsize=6.5)
-    return save_figure(fig, Path(out_dir), "pareto_front")
+
+def _front_plot(result: MultiKnobResult, kt: KnobTables) -> Any:
+    from matplotlib.figure import Figure
+
+    from .figures import styled
+
+    @styled
+    def build() -> Figure:
+        risk = kt.losses[0].mean(axis=1)  # (C,) in mean form
+        alpha = kt.alphas[0]
+        fig = Figure(figsize=(5.2, 3.4), layout="constrained")
+        ax = fig.add_subplot()
+        g = kt.lambdas.size
+        for k, knob in enumerate(kt.knobs):
+            ax.plot(kt.costs[k * g:(k + 1) * g], risk[k * g:(k + 1) * g], marker=".", ms=3, lw=0.8, label=knob.label)
+        front = result.pareto.order
+        ax.plot(kt.costs[front], risk[front], "o", mfc="none", mec="k", ms=6, lw=0, label="Pareto front (testing order)")
+        for pos, c in enumerate(front[:12]):
+            ax.annotate(str(pos + 1), (kt.costs[c], risk[c]), fontsize=6, xytext=(3, -7), textcoords="offset points")
+        if result.certified:
+            c = result.pareto.certified_index
+            ax.plot([kt.costs[c]], [risk[c]], "*", color="C3", ms=13,
+                    label=f"certified: {result.configuration['label']}, λ={result.configuration['lambda']:g}")
+        shifted = " (drop, shifted to (1+α)/2)" if result.risks[0].loss == DROP else ""
+        ax.axhline(alpha, color="C3", ls="--", lw=1, label=f"α = {alpha:g}{shifted}")
+        ax.set_xlabel(f"cost: {result.objective}" + (" (multiply-adds per sample)" if "macs" in result.objective else ""))
+        ax.set_ylabel(f"pool risk ({result.risks[0].name})")
+        ax.set_ylim(0, min(1.0, max(3 * alpha, 0.05)))
+        ax.set_title(f"Pareto testing over {len(kt.knobs)} knobs × {g} λ (δ = {result.delta:g}; "
+                     f"{' and '.join(r.name for r in result.risks)})")
+        ax.legend(frameon=False, fontsize=6.5)
+        return fig
+
+    return build()
 
 
 def save_pareto(result: MultiKnobResult, directory: str | Path) -> dict[str, str]:

@@ -456,7 +456,8 @@ def cost_profile(
         points: list[float | None] = [None, *([result.lambda_hat] if result.certified else []),
                                       *(lambdas[i] for i in sorted(set(picks)))]
         for lam in dict.fromkeys(points):  # the dense model, λ̂, grid points; each once
-            measured = json_cached("latency", {**base, "lambda": lam, "batches": batches, "machine": machine},
+            measured = json_cached("latency", {**base, "lambda": lam, "batches": batches, "machine": machine,
+                                               "threads": 1, "method": "one intra-op thread, channels_last"},
                                    lambda lam=lam: costs.latency_at(dense.model, family, lam, example, batches))
             latency.append({"lambda": lam, **measured})
         dense_cost["latency"] = latency[0]

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OptionError
 from .hybrid import HybridFamily
 from .masks import SCOPES, PruningFamily, n_pruned, prunable_parameters
 from .scores import (
@@ -162,9 +162,9 @@ def build_family(
         return _channel_family(model, criterion, scope, include_bias, include_norm, seed, score_inputs,
                                train_inputs, example_inputs, options)
     if structure != "unstructured":
-        raise ValueError(f"unknown pruning.structure={structure!r}; allowed: {', '.join(STRUCTURES)}")
+        raise OptionError("structure", structure, ", ".join(STRUCTURES))
     if criterion not in ALL_CRITERIA:
-        raise ValueError(f"unknown pruning.criterion={criterion!r}; allowed: {', '.join(ALL_CRITERIA)}")
+        raise OptionError("criterion", criterion, ", ".join(ALL_CRITERIA))
     allowed = criterion_options(criterion)
     unknown = sorted(set(options) - set(allowed))
     if unknown:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from ..errors import OptionError
+
 SCOPES = ("global", "layerwise")
 _NORM_TYPES = (
     nn.modules.batchnorm._NormBase,
@@ -77,7 +79,7 @@ class PruningFamily:
     @classmethod
     def from_scores(cls, scores: Mapping[str, torch.Tensor], scope: str = "global", criterion: str = "") -> PruningFamily:
         if scope not in SCOPES:
-            raise ValueError(f"unknown pruning.scope={scope!r}; allowed: {', '.join(SCOPES)}")
+            raise OptionError("scope", scope, ", ".join(SCOPES))
         names = list(scores)
         groups = [names] if scope == "global" else [[n] for n in names]
         ranks: dict[str, torch.Tensor] = {}

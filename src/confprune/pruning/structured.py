@@ -52,6 +52,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..errors import OptionError
 from .masks import n_pruned
 
 CHANNEL_CRITERIA = ("l1", "l2", "activation", "random")
@@ -204,7 +205,7 @@ class ChannelFamily:
         if criterion not in CHANNEL_CRITERIA:
             raise ValueError(f"unknown channel criterion {criterion!r}; allowed: {', '.join(CHANNEL_CRITERIA)}")
         if scope not in SCOPES:
-            raise ValueError(f"unknown pruning.scope={scope!r}; allowed: {', '.join(SCOPES)}")
+            raise OptionError("scope", scope, ", ".join(SCOPES))
         if criterion == "activation" and score_inputs is None:
             raise ValueError("criterion='activation' needs score_inputs: a batch of training inputs")
         self.criterion = criterion
