@@ -134,35 +134,40 @@ def cnn_setup():
     return model, build_family(model), x, y
 
 
-@pytest.mark.parametrize("name", ["label_01", "disagreement", "selective", "tv_distance"])
-def test_both_loop_orders_reproduce_the_reference_bit_for_bit(cnn_setup, name):
+def test_both_loop_orders_reproduce_the_reference_bit_for_bit(cnn_setup):
+    from confprune.sweep import compute_loss_tables
+
     model, family, x, y = cnn_setup
-    loss = make_loss(name)
-    ref = reference_table(model, family, GRID, x, y, loss, 100)
-    in_memory = compute_loss_table(model, family, GRID, (x, y), loss, batch_size=100, progress=False)
-    streamed = compute_loss_table(model, family, GRID, DataLoader(TensorDataset(x, y), batch_size=100), loss,
-                                  batch_size=100, lambda_chunk=3, progress=False)
-    np.testing.assert_array_equal(in_memory.losses, ref)
-    np.testing.assert_array_equal(streamed.losses, ref)
+    names = ["label_01", "disagreement", "selective", "tv_distance"]  # every classification loss
+    losses = [make_loss(n) for n in names]
+    in_memory = compute_loss_tables(model, family, GRID, (x, y), losses, batch_size=100, progress=False)
+    streamed = compute_loss_tables(model, family, GRID, DataLoader(TensorDataset(x, y), batch_size=100), losses,
+                                   batch_size=100, lambda_chunk=3, progress=False)
+    for loss, a, b in zip(losses, in_memory, streamed, strict=True):
+        ref = reference_table(model, family, GRID, x, y, loss, 100)
+        np.testing.assert_array_equal(a.losses, ref, err_msg=loss.name)
+        np.testing.assert_array_equal(b.losses, ref, err_msg=loss.name)
 
 
-@pytest.mark.parametrize("name", ["seg_fail", "seg_disagreement", "seg_miss"])
-def test_segmentation_losses_reproduce_the_reference(name):
+def test_segmentation_losses_reproduce_the_reference():
     from confprune.models import UNet
+    from confprune.sweep import compute_loss_tables
 
     torch.manual_seed(3)
     model = UNet(width=4, depth=2).eval()
-    x = torch.randn(24, 3, 32, 32)
+    x = torch.randn(16, 3, 32, 32)
     with torch.no_grad():  # half the pixels positive: masks that pruning changes
         model.head.bias -= model(x).median()
         y = (model(x) > 0).float()
     family = build_family(model, include_norm=False)
-    loss = make_loss(name)
-    ref = reference_table(model, family, GRID, x, y, loss, 8)
-    table = compute_loss_table(model, family, GRID, (x, y), loss, batch_size=8, progress=False)
-    np.testing.assert_array_equal(table.losses, ref)
-    assert ref[-1].mean() > 0  # the check is not on all-zero rows
-    assert ref[0].mean() == 0 or name == "seg_miss"  # λ = 0 is the dense model
+    names = ["seg_fail", "seg_disagreement", "seg_miss"]
+    tables = compute_loss_tables(model, family, GRID, (x, y), [make_loss(n) for n in names], batch_size=8,
+                                 progress=False)
+    for name, table in zip(names, tables, strict=True):
+        ref = reference_table(model, family, GRID, x, y, make_loss(name), 8)
+        np.testing.assert_array_equal(table.losses, ref, err_msg=name)
+        assert ref[-1].mean() > 0, name  # the check is not on all-zero rows
+        assert ref[0].mean() == 0 or name == "seg_miss"  # λ = 0 is the dense model
 
 
 def test_several_losses_from_one_pass_equal_separate_sweeps(cnn_setup):
