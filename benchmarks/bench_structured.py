@@ -2,6 +2,11 @@
 
     python benchmarks/bench_structured.py [--lambdas 0.25 0.5 0.75] [--sparsity 0.89]
                                           [--threads 1 2] [--no-channels-last] [--torch-pruning]
+    python benchmarks/bench_structured.py --runs RUN_DIR [RUN_DIR ...] [--threads 1 2]
+
+``--runs`` times *certified* models instead: for each finished run, its dense checkpoint and its
+exported ``pruned_model.pt`` (a physically smaller module for structure=channel, the masked dense
+architecture otherwise), interleaved in one process, at batch 1 and the run's sweep batch.
 
 Weights are random (seeded): MACs, sizes and timings do not depend on their values. Latency is
 the median over 3 interleaved rounds of :func:`confprune.cost.measure_latency`'s median wall time,
@@ -108,6 +113,55 @@ def cost_table(args: argparse.Namespace) -> None:
         print(f"- batch {batch}: {row}")
 
 
+def certified_runs_table(args: argparse.Namespace) -> None:
+    """Dense vs certified latency of finished runs, interleaved in this process (every run's
+    dense model and certified export measured in the same rounds)."""
+    import json
+    from pathlib import Path
+
+    from confprune.compact import load_pruned_module
+    from confprune.models import build_model
+    from confprune.record import read_summary
+
+    print(f"load average {os.getloadavg()[0]:.2f}; torch threads available {torch.get_num_threads()}; "
+          f"channels_last={args.channels_last}; median of {args.rounds} interleaved rounds, ms (process CPU ms)\n")
+    heads = ["run", "structure", "λ̂", "MACs dense → certified"]
+    heads += [f"{who} b{b}, {t} thr" for b in ("1", "B") for t in args.threads for who in ("dense", "cert.")]
+    heads += ["speedup b1", "speedup bB"]
+    print("| " + " | ".join(heads) + " |\n|" + "---|" * len(heads))
+    for run in args.runs:
+        d = Path(run)
+        cert, s = json.loads((d / "certificate.json").read_text()), read_summary(d)
+        if not cert["certified"]:
+            print(f"| {d} | nothing certified |")
+            continue
+        dense = build_model(cert["model"]["config"]).eval()
+        ckpt = torch.load(cert["model"]["checkpoint"], map_location="cpu", weights_only=False)
+        dense.load_state_dict(ckpt["state_dict"] if "state_dict" in ckpt else ckpt["model"])
+        if s.structure == "channel":
+            certified = load_pruned_module(d / "pruned_model.pt", build_model(cert["model"]["config"]))
+        else:
+            certified = copy.deepcopy(dense)
+            certified.load_state_dict(torch.load(d / "pruned_model.pt", map_location="cpu", weights_only=True))
+        shape = tuple(s.cost["dense"].get("input") or ((1, 28, 28) if "mnist" in cert["model"]["name"] else (3, 64, 64)))
+        big = int(cert["sweep"].get("batch_size") or 500)
+        cells: list[list[str]] = []
+        ratios = {}
+        for b in (1, big):
+            x = torch.randn(b, *shape)
+            for t in args.threads:
+                pair = latency_cells([("dense", dense, None), ("certified", certified.eval(), None)], x, t,
+                                     args.channels_last, args.rounds)
+                cells.append(pair)
+                walls = [float(c.split()[0]) for c in pair]
+                ratios.setdefault(b, walls[0] / walls[1])  # speedup at the first thread count listed
+        macs = f"{s.cost['dense']['macs'] / 1e6:.2f}M → {s.cost['deploy']['macs'] / 1e6:.2f}M"
+        row = [d.name if d.name not in ("0", "1", "2", "3") else str(d), s.structure, f"{s.lambda_hat.deploy:g}", macs]
+        row += [c for pair in cells for c in pair]
+        row += [f"{ratios[1]:.2f}×", f"{ratios[big]:.2f}× (B={big})"]
+        print("| " + " | ".join(row) + " |")
+
+
 class ResidualNet(nn.Module):
     """A small ResNet-style block: the addition couples the stem's and the block's channels."""
 
@@ -183,7 +237,11 @@ def main() -> None:
     ap.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per setting")
     ap.add_argument("--torch-pruning", action="store_true")
+    ap.add_argument("--runs", nargs="+", default=None, help="finished run directories: time their certified exports")
     args = ap.parse_args()
+    if args.runs:
+        certified_runs_table(args)
+        return
     cost_table(args)
     if args.torch_pruning:
         torch_pruning_table()

@@ -13,6 +13,10 @@ polyp=outputs/multiruns/efficiency_polyp/$stamp
 "$PY" -m confprune.run -m name=efficiency_mnist experiment=mnist pruning=magnitude,channel \
   loss=label_01,disagreement calibration.alpha=0.03,0.05 calibration.delta=0.05 \
   logger=none sweep.progress=false "hydra.sweep.dir=$mnist" "$@"
-"$PY" -m confprune.run -m name=efficiency_polyp experiment=polyp pruning=magnitude,channel \
-  logger=none sweep.progress=false "hydra.sweep.dir=$polyp" "$@"
+# The polyp experiment keeps BatchNorm out of the unstructured pool (pruning.include_norm=false);
+# a removed channel takes its BatchNorm with it, so the channel run states include_norm=true.
+"$PY" -m confprune.run -m name=efficiency_polyp experiment=polyp pruning=magnitude \
+  logger=none sweep.progress=false "hydra.sweep.dir=$polyp/magnitude" "$@"
+"$PY" -m confprune.run -m name=efficiency_polyp experiment=polyp pruning=channel pruning.include_norm=true \
+  logger=none sweep.progress=false "hydra.sweep.dir=$polyp/channel" "$@"
 "$PY" experiments/efficiency_table.py "$mnist" "$polyp"

@@ -219,3 +219,34 @@ def test_the_progress_bar_moves_with_every_lambda(cnn_setup, monkeypatch):
     compute_loss_table(model, family, GRID, DataLoader(TensorDataset(x, y), batch_size=60),
                        make_loss("label_01"), batch_size=60, lambda_chunk=5, progress=True)
     assert len(updates) == 4 * 2 and sum(updates) == pytest.approx(len(GRID))  # per batch, per chunk
+
+
+def test_fast_layout_gives_channels_last_strides_even_with_a_size_one_dimension():
+    """A 16×1×3×3 weight is NCHW-contiguous *and* counts as channels_last; ``contiguous(cl)`` returns
+    it unchanged and the convolution then picks the NCHW kernel (2.7× slower over the MNIST CNN's
+    pool). fast_layout must give the strides ``nn.Module.to(memory_format=channels_last)`` gives."""
+    from confprune.forward import fast_copy, fast_layout
+
+    w = torch.randn(16, 1, 3, 3)
+    assert w.contiguous(memory_format=torch.channels_last).stride() == w.stride()  # the trap
+    assert fast_layout(w).stride() == torch.nn.Conv2d(1, 16, 3).to(memory_format=torch.channels_last).weight.stride()
+    assert fast_layout(w).stride() == (9, 1, 3, 1) and torch.equal(fast_layout(w), w)
+    net = fast_copy(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Conv2d(4, 2, 3)))
+    assert net[0].weight.stride() == (9, 1, 3, 1)
+
+
+def test_tune_allocator_can_be_turned_off(monkeypatch):
+    from confprune.forward import tune_allocator
+
+    monkeypatch.setenv("CONFPRUNE_TUNE_MALLOC", "0")
+    assert tune_allocator() is False
+    monkeypatch.delenv("CONFPRUNE_TUNE_MALLOC")
+    import ctypes.util
+
+    assert tune_allocator() is (ctypes.util.find_library("c") is not None and _is_glibc())
+
+
+def _is_glibc() -> bool:
+    import platform
+
+    return platform.libc_ver()[0] == "glibc"

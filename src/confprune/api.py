@@ -24,6 +24,7 @@ from torch import nn
 from .errors import OptionError
 from .export import build_certificate, pruned_state_dict, save_export
 from .forward import as_batches
+from .forward import tune_allocator as _tune_allocator
 from .losses import LOSSES, Loss, make_loss
 from .pruning import PruningFamily, build_family
 from .stats import (
@@ -236,6 +237,7 @@ def certify(
     measure_cost: bool = True,
     risks: Sequence[RiskSpec] | None = None,
     progress: bool = False,
+    tune_allocator: bool = True,
 ) -> CertifiedPruning:
     """Certify a pruning ratio for ``model`` on held-out ``calibration_data``.
 
@@ -273,6 +275,10 @@ def certify(
         the dense model, exact trinomial test or ``bound="wsr"``) or ``RiskSpec("label_01", 0.05,
         per_class=True)``; a grid point passes when every risk's null is rejected. All tables come
         from one pass of the network.
+    tune_allocator : first raise glibc's mmap and trim thresholds for this process
+        (:func:`confprune.forward.tune_allocator`, what the runner does): CNN sweeps on CPU ran
+        up to 2× faster and much steadier (benchmarks/README.md). Process-wide; False leaves
+        the allocator alone (so does ``CONFPRUNE_TUNE_MALLOC=0``).
     """
     for key, value in (("alpha", alpha), ("delta", delta)):
         if not 0 < value < 1:
@@ -286,6 +292,8 @@ def certify(
     loss_obj = resolve_loss(loss)
     if bound == "binomial" and loss_obj.task != "custom" and not loss_obj.binary:
         raise OptionError("bound", bound, f"hb or wsr: {loss_obj.name!r} is not a binary loss (binomial needs one)")
+    if tune_allocator:
+        _tune_allocator()
     was_training = model.training
     try:  # the caller's train/eval mode is restored, whatever happens
         example = next(iter(as_batches(calibration_data, batch_size)()))[0]  # only its shape is used

@@ -21,6 +21,39 @@ from torch import nn
 
 from .errors import OptionError
 
+# Part of the cache key of everything computed from forward outputs (loss tables, dense metrics,
+# latencies): bumped whenever the layout, and with it the kernels and their float rounding, change.
+# 2: explicit channels_last strides for size-1 dimensions (see fast_layout).
+LAYOUT_VERSION = 2
+
+
+def tune_allocator(mmap_threshold: int = 256 << 20, trim_threshold: int = 512 << 20) -> bool:
+    """Keep glibc from handing every large activation buffer back to the OS.
+
+    By default glibc serves a block above a dynamic threshold (128 KiB, growing to at most 32 MiB)
+    with its own ``mmap`` and ``munmap``s it when freed; a CNN's activations (25 MB for the MNIST
+    CNN's first conv at batch 500) then cost fresh zeroed pages on every layer of every batch. On
+    the 2-core benchmark machine that made the same dense pass take 0.35–1.1 s from one repeat to
+    the next; with the thresholds raised it takes 0.35–0.46 s at every batch size, with a lower
+    peak RSS (benchmarks/README.md). Process-wide and not reversible, so the runner calls it (its
+    process is ours) and library users opt in. ``CONFPRUNE_TUNE_MALLOC=0`` turns it off.
+
+    Returns whether the thresholds were set (False off glibc, e.g. macOS or musl).
+    """
+    import ctypes
+    import os
+
+    if os.environ.get("CONFPRUNE_TUNE_MALLOC", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, int(mmap_threshold)) == 1
+                and mallopt(m_trim_threshold, int(trim_threshold)) == 1)
+
 
 def _batches(n: int, batch_size: int) -> list[slice]:
     return [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
@@ -28,8 +61,18 @@ def _batches(n: int, batch_size: int) -> list[slice]:
 
 def fast_layout(t: torch.Tensor) -> torch.Tensor:
     """channels_last for 4-D tensors: oneDNN convolutions run ~3x faster on CPU in that layout
-    (measured on the MNIST CNN); the values are the same, only the memory order changes."""
-    return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+    (measured on the MNIST CNN); the values are the same, only the memory order changes.
+
+    Always a fresh tensor with the channels_last strides of ``torch.empty_like``: for a tensor
+    with a size-1 dimension (the first conv's weight, 16×1×3×3) ``t.contiguous(channels_last)``
+    returns ``t`` unchanged, with NCHW strides that also count as contiguous, and the convolution
+    then picks the NCHW kernel and converts its channels_last input on every batch (2.7× slower
+    over the MNIST CNN's pool; what ``nn.Module.to(memory_format=...)`` gives is this layout)."""
+    if t.dim() != 4:
+        return t
+    out = torch.empty_like(t, memory_format=torch.channels_last)
+    out.copy_(t)
+    return out
 
 
 def fast_copy(model: nn.Module) -> nn.Module:

@@ -29,6 +29,7 @@ from .cache import cached
 from .calibrate import FixedSequenceStop, deployment_indices
 from .data import TaskData, load_dataset
 from .errors import ConfigError
+from .forward import LAYOUT_VERSION, tune_allocator
 from .integrity import content_key
 from .losses import Loss, make_loss
 from .pruning import PruningFamily, build_family
@@ -132,6 +133,8 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     grid = np.asarray(check(cfg))
+    if cfg.sweep.tune_allocator:
+        tune_allocator()
     seed_everything(cfg)
     timer = StageTimer()
     with timer("data"):
@@ -457,7 +460,8 @@ def cost_profile(
                                       *(lambdas[i] for i in sorted(set(picks)))]
         for lam in dict.fromkeys(points):  # the dense model, λ̂, grid points; each once
             measured = json_cached("latency", {**base, "lambda": lam, "batches": batches, "machine": machine,
-                                               "threads": 1, "method": "one intra-op thread, channels_last"},
+                                               "threads": 1, "method": "one intra-op thread, channels_last",
+                                               "layout": LAYOUT_VERSION},
                                    lambda lam=lam: costs.latency_at(dense.model, family, lam, example, batches))
             latency.append({"lambda": lam, **measured})
         dense_cost["latency"] = latency[0]

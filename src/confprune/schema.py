@@ -61,6 +61,9 @@ class TrajectoryConfig:
     enabled: bool = False
     last_k_epochs: int = 1
     granularity: str = "step"  # step | epoch
+    # Also keep Welford statistics of the per-step updates Δw (M&U with pruning.sigma=updates;
+    # three more copies of the parameters in memory, a separately cached model).
+    track_updates: bool = False
 
 
 @dataclass
@@ -83,6 +86,7 @@ class SweepConfig:
     progress: bool = True
     share_losses: bool = True  # compute (and cache) the task's other losses in the same pass of the network
     num_threads: int | None = None  # torch intra-op threads per job (None: torch's default; joblib caps it)
+    tune_allocator: bool = True  # raise glibc's mmap/trim thresholds (confprune.forward.tune_allocator)
 
 
 @dataclass

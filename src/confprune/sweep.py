@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cache import atomic_write, cached
-from .forward import BatchSource, as_batches, fast_copy, fast_layout, to_fast_layout
+from .forward import LAYOUT_VERSION, BatchSource, as_batches, fast_copy, fast_layout, to_fast_layout
 from .integrity import StreamingFingerprint, content_key
 from .losses import Loss
 from .pruning import PruningFamily
@@ -127,7 +127,7 @@ def cached_loss_tables(
     same pass of the network (``compute(indices)`` returns their tables in that order) — and
     cached, each under its own key. Returns (table, from_cache). Only complete tables are cached;
     a corrupt entry is reported and recomputed."""
-    keys = [content_key({"kind": "loss_table", **p}) for p in payloads]
+    keys = [content_key({"kind": "loss_table", "layout": LAYOUT_VERSION, **p}) for p in payloads]
     paths = [Path(cache_dir) / "loss_tables" / f"{k}.npz" for k in keys]
 
     def load(path: Path) -> LossTable:

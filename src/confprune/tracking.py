@@ -45,7 +45,7 @@ MAX_TAG = 64  # wandb's limit for a tag
 
 # Overrides that say where or how a job runs, not what it computes: left out of run names.
 _RUNTIME_KEYS = ("experiment", "logger", "paths", "hydra", "figures", "export", "sweep.progress",
-                 "sweep.num_threads", "sweep.device")
+                 "sweep.num_threads", "sweep.device", "sweep.tune_allocator")
 # Summary fields that are local paths or per-λ lists (the lists go into the λ-curve table).
 _SUMMARY_SKIPPED = ("files", "output_dir", "artifacts", "lambdas", "pool_risk", "cost", "score_inputs")
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .cache import cached
 from .data import TaskData
+from .forward import LAYOUT_VERSION
 from .integrity import content_key, state_dict_checksum
 from .models import build_model
 from .pruning.trajectory import WelfordTracker
@@ -53,6 +54,9 @@ def cache_key(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], trai
     trainer = {k: v for k, v in _plain(trainer_cfg).items() if k not in _TRAINER_KEYS_IGNORED}
     if not (trainer.get("trajectory") or {}).get("enabled"):
         trainer.pop("trajectory", None)
+    elif not trainer["trajectory"].get("track_updates"):
+        # Off (the default) keeps the keys of checkpoints cached before the option existed.
+        trainer["trajectory"] = {k: v for k, v in trainer["trajectory"].items() if k != "track_updates"}
     return content_key(
         {
             "kind": "model",
@@ -120,7 +124,7 @@ def cached_dense_metrics(
     once, and a model retrained to other weights never reuses another model's entry.
     Returns (metrics, from_cache); an unreadable entry is recomputed."""
     key = content_key(
-        {"kind": "dense_metrics", "model_checksum": model_checksum, "pool": data.pool_fingerprint(), "task": data.task,
+        {"kind": "dense_metrics", "layout": LAYOUT_VERSION, "model_checksum": model_checksum, "pool": data.pool_fingerprint(), "task": data.task,
          "device": torch.device(device).type}
     )
 
@@ -155,7 +159,8 @@ def train_model(
     """
     t = _plain(trainer)
     traj_cfg = t.get("trajectory") or {}
-    tracker = WelfordTracker(model) if traj_cfg.get("enabled") else None
+    tracker = (WelfordTracker(model, track_updates=bool(traj_cfg.get("track_updates", False)))
+               if traj_cfg.get("enabled") else None)
     first_tracked_epoch = t["epochs"] - int(traj_cfg.get("last_k_epochs", 1))
     per_step = traj_cfg.get("granularity", "step") == "step"
     torch.manual_seed(seed)

@@ -71,18 +71,58 @@ def random_scores(model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: Score
 
 
 def mu_scores(
-    model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext, *, eps: float = 1e-8
+    model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext, *, eps: float = 1e-8,
+    eps_rel: float = 0.0, inert_rel: float | None = None, sigma: str = "weights",
 ) -> dict[str, torch.Tensor]:
     """M&U (ours, after the Wald statistic): |w_T| / (σ̂ + ε), σ̂ the std of the weight over the last
-    K epochs of its training trajectory. Invariant to rescaling a layer (and its trajectory) by c."""
+    K epochs of its training trajectory. Invariant to rescaling a layer (and its trajectory) by c.
+
+    The variants below are **ours** (the paper's code is not public); the defaults keep the plain
+    reading, which the MNIST study (README "M&U variants") found no worse than any of them.
+
+    Parameters
+    ----------
+    eps : float
+        Absolute ε. A weight that never moves (σ̂ = 0, e.g. on an always-zero input) scores
+        |w|/ε, the largest scores of all, and is pruned last.
+    eps_rel : float
+        ε of each tensor becomes eps + eps_rel × median σ̂ of that tensor (lower median): a floor
+        relative to the layer's typical spread, so that σ̂ → 0 no longer dominates the ranking.
+        Scale invariant (with eps = 0).
+    inert_rel : float or None
+        None: off. A number r ≥ 0: weights with σ̂ ≤ r × median σ̂ of their tensor (r = 0: exactly
+        σ̂ = 0) are inert — they did not move over the tracked window — and score 0: pruned first.
+    sigma : {"weights", "updates"}
+        "weights": σ̂ of the weights over the trajectory. "updates": σ̂ of the per-step updates
+        Δw_t = w_t − w_{t−1} (needs a checkpoint trained with ``WelfordTracker(track_updates=True)``).
+
+    Returns
+    -------
+    dict of tensors, each of the shape of its pool entry, float64 (higher = kept longer).
+    """
+    from ..errors import OptionError
+
     if not ctx.trajectory:
         raise ValueError(
             "pruning.criterion=mu needs the weight-trajectory statistics of training, and this checkpoint "
             "has none: retrain with trainer.trajectory.enabled=true (pruning=mu turns it on; the model "
             "is then trained once more and cached separately)"
         )
-    eps = float(eps)
-    return {n: p.detach().abs().double() / (trajectory_std(ctx.trajectory, n).double() + eps) for n, p in pool.items()}
+    if sigma not in ("weights", "updates"):
+        raise OptionError("sigma", sigma, "weights, updates")
+    if not float(eps_rel) >= 0:
+        raise OptionError("eps_rel", eps_rel, "a number ≥ 0")
+    if inert_rel is not None and not float(inert_rel) >= 0:
+        raise OptionError("inert_rel", inert_rel, "null (off) or a number ≥ 0")
+    scores = {}
+    for n, p in pool.items():
+        sd = trajectory_std(ctx.trajectory, n, of=sigma).double()  # type: ignore[arg-type]
+        typical = sd.flatten().median() if (eps_rel or inert_rel is not None) else sd.new_zeros(())
+        score = p.detach().abs().double() / (sd + float(eps) + float(eps_rel) * typical)
+        if inert_rel is not None:
+            score = torch.where(sd <= float(inert_rel) * typical, torch.zeros_like(score), score)
+        scores[n] = score
+    return scores
 
 
 # ---------------------------------------------------------------------------------------------
