@@ -4,6 +4,10 @@
                                       [--pipeline-repeats 1] [--no-pipeline] [--threads N]
                                       [--env MALLOC_ARENA_MAX=2 ...]
 
+``--env BENCH_TUNE_ALLOCATOR=1`` makes the sweep children call ``confprune.forward.tune_allocator()``
+as the runner does (the pipeline runs of part 2 always do, through ``sweep.tune_allocator``;
+``--env CONFPRUNE_TUNE_MALLOC=0`` turns that off).
+
 1. ``compute_loss_table`` alone (MNIST CNN, random weights and inputs, batch 500, label_01) at
    each grid size G, every run in a fresh subprocess: peak RSS (``ru_maxrss`` of that child,
    from ``os.wait4``), the RSS before the sweep started, and glibc's main heap at the end
@@ -72,6 +76,10 @@ def child(grid_size: int, pool: int, threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
+    if os.environ.get("BENCH_TUNE_ALLOCATOR") == "1":  # what the runner does (confprune.forward.tune_allocator)
+        from confprune.forward import tune_allocator
+
+        tune_allocator()
     torch.manual_seed(0)
     model = build_model({"name": "mnist_cnn"}).eval()
     x = torch.randn(pool, 1, 28, 28)

@@ -4,9 +4,10 @@ M&U ranks below layer-wise magnitude on the MNIST CNN; one suspect is that weigh
 (they never move in the tracked window) score |w|/ε and are kept to the end. The variants (options
 of ``mu_scores`` or of the trainer; all **ours**):
 
-  (a) mu             today's score |w| / (σ̂ + 1e-8)
+  (a) mu             the plain score |w| / (σ̂ + 1e-8) (pruning=mu pruning.inert_rel=null)
   (b) mu_relative    ε of a tensor = eps_rel × its median σ̂ (eps_rel = 1; also 0.1)
-  (c) mu_inert       σ̂ = 0 weights ("inert") score 0: pruned first
+  (c) mu_inert       σ̂ = 0 weights ("inert") score 0: pruned first (pruning=mu, the default
+                     since this study)
   (d) mu_decay       trained with weight decay 1e-4 (a separately cached model); magnitude on the
                      same model as its control
   (e) updates        σ̂ of the per-step updates Δw instead of the weights (needs update tracking)
@@ -48,10 +49,10 @@ COMMON = ["experiment=mnist", "calibration.alpha=0.03", "calibration.delta=0.05"
 VARIANTS: dict[str, tuple[str, list[str], bool]] = {
     "magnitude": ("global magnitude (reference)", ["pruning=magnitude"], False),
     "layerwise": ("layer-wise magnitude (reference)", ["pruning=layerwise"], False),
-    "mu": ("(a) M&U, ε = 1e-8 (today)", ["pruning=mu"], False),
+    "mu": ("(a) M&U, plain reading |w| / (σ̂ + 1e-8)", ["pruning=mu", "pruning.inert_rel=null"], False),
     "mu_relative": ("(b) ε = 1 × median σ̂ of the tensor", ["pruning=mu_relative"], False),
     "mu_relative_0.1": ("(b) ε = 0.1 × median σ̂ of the tensor", ["pruning=mu_relative", "pruning.eps_rel=0.1"], False),
-    "mu_inert": ("(c) σ̂ = 0 weights pruned first", ["pruning=mu_inert"], False),
+    "mu_inert": ("(c) σ̂ = 0 weights pruned first (the default)", ["pruning=mu"], False),
     "mu_decay": ("(d) M&U, trained with weight decay 1e-4", ["pruning=mu_decay"], False),
     "magnitude_decay": ("(d) control: global magnitude, same model",
                         ["pruning=magnitude", "trainer.weight_decay=1e-4", "trainer.trajectory.enabled=true"], False),

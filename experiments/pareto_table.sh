@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Multi-knob certification (issue 16) on the MNIST CNN, δ = 0.05, label_01 ≤ 0.03: Pareto testing
-# over {unstructured magnitude, channel L1} × {float, int8 Linear} × λ ∈ {0, 0.05, …, 0.95}, once
+# over {unstructured magnitude, channel L1} × {float, int8 Linear} × λ ∈ {0, 0.01, …, 0.99}, once
 # with executed MACs and once with measured one-thread latency (batch 500) as the cost; each knob
 # certified alone on the same calibration set for comparison. Writes
 # experiments/results/pareto_mnist.csv (one row per objective) and copies the front figures.

@@ -73,13 +73,17 @@ def mu(model, state, **options):
     return CRITERIA["mu"](model, prunable_parameters(model), ScoreContext(trajectory=state), **options)
 
 
-def test_default_options_are_the_original_score():
+def test_inert_rel_none_is_the_plain_score_and_the_default_differs_only_on_inert_weights():
     model = mlp()
-    state = record(model, random_walk(model))
-    default = mu(model, state)
+    frozen = frozen_entries(model)
+    state = record(model, random_walk(model, frozen=frozen))
+    plain, default = mu(model, state, inert_rel=None), mu(model, state)
     for name, w in prunable_parameters(model).items():
         want = w.detach().abs().double() / (trajectory_std(state, name).double() + 1e-8)
-        torch.testing.assert_close(default[name], want, rtol=0, atol=0)
+        torch.testing.assert_close(plain[name], want, rtol=0, atol=0)
+        inert = frozen.get(name, torch.zeros_like(w, dtype=torch.bool))
+        torch.testing.assert_close(default[name][~inert], want[~inert], rtol=0, atol=0)
+        assert bool((default[name][inert] == 0).all())
 
 
 def test_eps_rel_by_hand():
@@ -112,7 +116,7 @@ def frozen_entries(model):
     return {"0.weight": mask}
 
 
-def test_inert_weights_are_pruned_first_and_last_by_default():
+def test_inert_weights_are_pruned_first_by_default_and_last_in_the_plain_reading():
     model = mlp()
     frozen = frozen_entries(model)
     state = record(model, random_walk(model, frozen=frozen))
@@ -120,8 +124,8 @@ def test_inert_weights_are_pruned_first_and_last_by_default():
     assert bool((trajectory_std(state, "0.weight")[frozen["0.weight"]] == 0).all())
     pool_size = sum(p.numel() for p in prunable_parameters(model).values())
     lam_first, lam_last = n_frozen / pool_size, 1 - n_frozen / pool_size
-    inert = build_family(model, criterion="mu", trajectory=state, inert_rel=0.0)
-    default = build_family(model, criterion="mu", trajectory=state)
+    inert = build_family(model, criterion="mu", trajectory=state)  # the default: inert_rel=0
+    default = build_family(model, criterion="mu", trajectory=state, inert_rel=None)  # the plain reading
     # At λ = (frozen entries)/P the inert variant has pruned exactly the frozen entries...
     kept = inert.masks(lam_first)["0.weight"].bool()
     assert torch.equal(~kept, frozen["0.weight"])

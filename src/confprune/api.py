@@ -260,7 +260,9 @@ def certify(
         (BatchNorm, LayerNorm, GroupNorm) are left out by default (``include_norm=True`` adds them,
         as the paper's code does for models that have them): zeroing a scale γ silences a whole
         channel, which users of a weight-magnitude criterion do not expect. Criteria: magnitude, random, mu (needs ``trajectory``: Welford statistics from
-        training, see ``confprune.pruning.trajectory.WelfordTracker``; option ``eps``), sipp and
+        training, see ``confprune.pruning.trajectory.WelfordTracker``; options ``eps``, ``inert_rel``
+        (default 0: weights that never moved are pruned first; None: the plain reading),
+        ``eps_rel``, ``sigma``), sipp and
         sipp_hybrid (need ``score_inputs``: a batch of *training* inputs, never calibration data;
         option ``delta_failure`` for the hybrid).
     structure : ``"unstructured"`` (single weights) or ``"channel"`` (whole output channels and

@@ -105,7 +105,10 @@ def _costs(model: nn.Module, fam: Any, knob: Knob, lambdas: Sequence[float], exa
             out.append(costs.serialized_bytes(payload))
         else:
             x = torch.zeros((batch, *example.shape[1:]), dtype=example.dtype)
-            out.append(costs.measure_latency(net, x, threads=1, budget_s=0.15)["median_s"])
+            # Process CPU seconds of a one-thread pass (channels_last, as the runner's latency):
+            # unlike wall time it leaves out waiting for a core, so other load on a shared
+            # machine does not reorder the configurations.
+            out.append(costs.measure_latency(net, x, threads=1, budget_s=0.15, channels_last=True)["cpu_median_s"])
     return np.asarray(out, dtype=np.float64)
 
 

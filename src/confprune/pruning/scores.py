@@ -72,13 +72,18 @@ def random_scores(model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: Score
 
 def mu_scores(
     model: nn.Module, pool: Mapping[str, torch.Tensor], ctx: ScoreContext, *, eps: float = 1e-8,
-    eps_rel: float = 0.0, inert_rel: float | None = None, sigma: str = "weights",
+    eps_rel: float = 0.0, inert_rel: float | None = 0.0, sigma: str = "weights",
 ) -> dict[str, torch.Tensor]:
     """M&U (ours, after the Wald statistic): |w_T| / (σ̂ + ε), σ̂ the std of the weight over the last
     K epochs of its training trajectory. Invariant to rescaling a layer (and its trajectory) by c.
 
-    The variants below are **ours** (the paper's code is not public); the defaults keep the plain
-    reading, which the MNIST study (README "M&U variants") found no worse than any of them.
+    The variants below are **ours** (the paper's code is not public). The default prunes *inert*
+    weights first (σ̂ = 0 over the tracked window: no gradient moved them, e.g. weights on an
+    always-zero input, 34% of the MNIST CNN's pool): the plain reading gives them |w|/ε, the
+    largest scores of all, and keeps them to the end although they barely touch the output. In the
+    README's study ("M&U variants") this certifies more sparsity than the plain reading and every
+    other variant in every cell (0.76 vs 0.42 at label_01 α = 0.03 on the MNIST CNN).
+    ``inert_rel=None`` restores the plain reading |w|/(σ̂ + ε).
 
     Parameters
     ----------
@@ -90,8 +95,9 @@ def mu_scores(
         relative to the layer's typical spread, so that σ̂ → 0 no longer dominates the ranking.
         Scale invariant (with eps = 0).
     inert_rel : float or None
-        None: off. A number r ≥ 0: weights with σ̂ ≤ r × median σ̂ of their tensor (r = 0: exactly
+        A number r ≥ 0 (default 0): weights with σ̂ ≤ r × median σ̂ of their tensor (r = 0: exactly
         σ̂ = 0) are inert — they did not move over the tracked window — and score 0: pruned first.
+        None: off (the plain reading).
     sigma : {"weights", "updates"}
         "weights": σ̂ of the weights over the trajectory. "updates": σ̂ of the per-step updates
         Δw_t = w_t − w_{t−1} (needs a checkpoint trained with ``WelfordTracker(track_updates=True)``).
