@@ -156,7 +156,8 @@ def certified_runs_table(args: argparse.Namespace) -> None:
                 walls = [float(c.split()[0]) for c in pair]
                 ratios.setdefault(b, walls[0] / walls[1])  # speedup at the first thread count listed
         macs = f"{s.cost['dense']['macs'] / 1e6:.2f}M → {s.cost['deploy']['macs'] / 1e6:.2f}M"
-        row = [d.name if d.name not in ("0", "1", "2", "3") else str(d), s.structure, f"{s.lambda_hat.deploy:g}", macs]
+        label = f"{s.experiment} {s.criterion}/{s.scope}, {s.loss} α={s.alpha:g} ({d.parent.name}/{d.name})"
+        row = [label, s.structure, f"{s.lambda_hat.deploy:g}", macs]
         row += [c for pair in cells for c in pair]
         row += [f"{ratios[1]:.2f}×", f"{ratios[big]:.2f}× (B={big})"]
         print("| " + " | ".join(row) + " |")

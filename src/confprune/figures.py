@@ -859,6 +859,14 @@ def test_risk_hist_per_alpha(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def _dense_fails(sub: pd.DataFrame, alpha: float) -> bool:
+    """Whether the dense model's pool risk already exceeds α (when the table records it)."""
+    if "dense_risk" not in sub:
+        return False
+    risk = sub.loc[np.isclose(sub["alpha"], alpha), "dense_risk"]
+    return bool(len(risk)) and bool((risk > alpha).all())
+
+
 @styled
 def criteria_comparison(table: pd.DataFrame) -> Figure:
     """Certified sparsity per pruning family and α: median over all splits (uncertified = 0)
@@ -874,6 +882,11 @@ def criteria_comparison(table: pd.DataFrame) -> Figure:
         stats = ["sparsity_all_median", "sparsity_all_q05", "sparsity_all_q95",
                  "certified_fraction"]
         g = sub.groupby(["_family", "alpha"])[stats].mean()
+        fractions = g["certified_fraction"].groupby(level="alpha")
+        nothing = (g["certified_fraction"] == 0).groupby(level="alpha").all().to_dict()
+        # One label per α group where every criterion certified on the same fraction of splits
+        # (e.g. when the dense risk is close to α); per-bar labels where they differ.
+        shared = {a: float(v.iloc[0]) for a, v in fractions if v.nunique() == 1 and 0 < v.iloc[0] < 1}
         for i, name in enumerate(names):
             rows = [g.loc[(name, a)] if (name, a) in g.index else None for a in alphas]
             x = np.arange(len(alphas)) + i * width
@@ -882,11 +895,21 @@ def criteria_comparison(table: pd.DataFrame) -> Figure:
             hi = np.array([np.nan if r is None else r["sparsity_all_q95"] for r in rows])
             ax.bar(x, med, width=width, color=f"C{i % 10}", label=name,
                    yerr=_yerr(med, lo, hi), capsize=2, error_kw={"lw": 0.8})
-            for xi, r in zip(x, rows, strict=True):
-                if r is not None and r["certified_fraction"] < 1:
+            for xi, a, r in zip(x, alphas, rows, strict=True):
+                if r is not None and 0 < r["certified_fraction"] < 1 and a not in shared:
                     ax.text(xi, 0.01, f"{r['certified_fraction']:.0%}\ncert.", ha="center",
                             va="bottom",
                             fontsize=5.5, rotation=90)
+                elif r is not None and r["certified_fraction"] == 0 and not nothing.get(a, True):
+                    ax.text(xi, 0.01, "none\ncert.", ha="center", va="bottom", fontsize=5.5, rotation=90)
+        for j, a in enumerate(alphas):  # one label where no criterion certified anything
+            if a in shared:
+                ax.text(j + 0.4 - width / 2, 0.02, f"every criterion: {shared[a]:.0%} of splits certified",
+                        ha="center", va="bottom", fontsize=6.5, rotation=90,
+                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+            if nothing.get(a, False):
+                ax.text(j + 0.4 - width / 2, 0.02, "nothing certified\n(dense risk > α)" if _dense_fails(sub, a)
+                        else "nothing certified", ha="center", va="bottom", fontsize=6.5, rotation=90)
         ax.set_xticks(np.arange(len(alphas)) + 0.4 - width / 2)
         ax.set_xticklabels([f"α = {a:g}" for a in alphas])
         ax.set_title(f"loss = {loss}")
