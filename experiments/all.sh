@@ -13,6 +13,7 @@ bash experiments/fashion_criteria.sh
 "$PY" experiments/mu_variants.py
 bash experiments/efficiency_table.sh
 bash experiments/pareto_table.sh
+bash experiments/risks_table.sh
 for exp in sweep_mnist_alpha sweep_mnist_lambda; do
   dir=outputs/multiruns/$exp/$(date +%Y-%m-%d_%H-%M-%S)
   "$PY" -m confprune.run "experiment=$exp" "hydra.sweep.dir=$dir"

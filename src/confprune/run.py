@@ -18,10 +18,10 @@ from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning thread steals the
-# core another job (or another process) needs. Measured on the 2-core machine at load 2–3.7
-# (benchmarks/README.md): the CNN sweep 0.70 s per λ passive vs 1.14 s spinning; quiet, the
-# same within noise. Read by OpenMP when torch loads, so set before any job imports it; an
-# OMP_WAIT_POLICY already in the environment wins.
+# core another job (or another process) needs. Measured on the 2-core machine with one busy
+# process beside the benchmark (benchmarks/README.md): the CNN sweep 0.585–0.597 s per λ passive
+# vs 0.808–0.846 s spinning, two rounds each. Read by OpenMP when torch loads, so set before any
+# job imports it; an OMP_WAIT_POLICY already in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Paths in conf/paths resolve against the project root: the nearest ancestor of the working
 # directory holding a `.project-root` file, else the working directory; never this file's
