@@ -49,7 +49,7 @@ COMMON = ["experiment=mnist", "calibration.alpha=0.03", "calibration.delta=0.05"
 VARIANTS: dict[str, tuple[str, list[str], bool]] = {
     "magnitude": ("global magnitude (reference)", ["pruning=magnitude"], False),
     "layerwise": ("layer-wise magnitude (reference)", ["pruning=layerwise"], False),
-    "mu": ("(a) M&U, plain reading |w| / (σ̂ + 1e-8)", ["pruning=mu", "pruning.inert_rel=null"], False),
+    "mu": ("(a) M&U, plain reading (ε = 1e-8)", ["pruning=mu", "pruning.inert_rel=null"], False),
     "mu_relative": ("(b) ε = 1 × median σ̂ of the tensor", ["pruning=mu_relative"], False),
     "mu_relative_0.1": ("(b) ε = 0.1 × median σ̂ of the tensor", ["pruning=mu_relative", "pruning.eps_rel=0.1"], False),
     "mu_inert": ("(c) σ̂ = 0 weights pruned first (the default)", ["pruning=mu"], False),
