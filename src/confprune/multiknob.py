@@ -325,7 +325,10 @@ def _front_plot(result: MultiKnobResult, kt: KnobTables) -> Any:
                     label=f"certified: {result.configuration['label']}, λ={result.configuration['lambda']:g}")
         shifted = " (drop, shifted to (1+α)/2)" if result.risks[0].loss == DROP else ""
         ax.axhline(alpha, color="C3", ls="--", lw=1, label=f"α = {alpha:g}{shifted}")
-        ax.set_xlabel(f"cost: {result.objective}" + (" (multiply-adds per sample)" if "macs" in result.objective else ""))
+        units = {"macs": " (multiply-adds per sample)", "nonzero_macs": " (multiply-adds per sample)",
+                 "bytes": " (bytes of the export)",
+                 "latency": " (one-thread CPU seconds per batch)"}.get(result.objective, "")
+        ax.set_xlabel(f"cost: {result.objective}{units}")
         ax.set_ylabel(f"pool risk ({result.risks[0].name})")
         ax.set_ylim(0, min(1.0, max(3 * alpha, 0.05)))
         ax.set_title(f"Pareto testing over {len(kt.knobs)} knobs × {g} λ (δ = {result.delta:g}; "
