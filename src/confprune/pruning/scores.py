@@ -88,8 +88,8 @@ def mu_scores(
     Parameters
     ----------
     eps : float
-        Absolute ε. A weight that never moves (σ̂ = 0, e.g. on an always-zero input) scores
-        |w|/ε, the largest scores of all, and is pruned last.
+        Absolute ε. With ``inert_rel=None`` a weight that never moves (σ̂ = 0, e.g. on an
+        always-zero input) scores |w|/ε, the largest scores of all, and is pruned last.
     eps_rel : float
         ε of each tensor becomes eps + eps_rel × median σ̂ of that tensor (lower median): a floor
         relative to the layer's typical spread, so that σ̂ → 0 no longer dominates the ranking.
