@@ -220,6 +220,15 @@ def reject_on_grid(procedure: FwerProcedure, p: np.ndarray, delta: float, n_grid
     return procedure.reject(padded, delta)[:g]
 
 
+def check_splits_fit(losses: np.ndarray, splits: Splits) -> None:
+    """The splits must have been drawn for a pool the size of the loss table's."""
+    if splits.cal_mask.shape[1] != losses.shape[1]:
+        raise ValueError(
+            f"splits were drawn for a pool of {splits.cal_mask.shape[1]} points, "
+            f"but the loss table has {losses.shape[1]}"
+        )
+
+
 def _cal_sums(losses: np.ndarray, mask: np.ndarray, binary: bool) -> np.ndarray:
     """Σ over each split's calibration points: (G, N) @ (N, S) → (G, S)."""
     # float32 sums of 0/1 values are exact up to 2^24 points; fractional losses use float64.
@@ -304,11 +313,7 @@ def validate_splits(
     """Run LTT on each split's calibration rows and measure the test risk at the certified λ̂.
     ``n_grid``: the planned grid size when the table holds only a prefix (see :func:`reject_on_grid`)."""
     losses = check_loss_table(losses)
-    if splits.cal_mask.shape[1] != losses.shape[1]:
-        raise ValueError(
-            f"splits were drawn for a pool of {splits.cal_mask.shape[1]} points, "
-            f"but the loss table has {losses.shape[1]}"
-        )
+    check_splits_fit(losses, splits)
     procedure = make_fwer(fwer)
     p, cal_risk_table = split_pvalues(losses, splits, alpha=alpha, delta=delta, bound=bound)
     idx = certified_index(reject_on_grid(procedure, p, delta, n_grid))

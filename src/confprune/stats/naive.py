@@ -20,11 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fwer import NOT_CERTIFIED
-from .ltt import Splits, check_loss_table
+from .ltt import Splits, _cal_sums, check_loss_table, check_splits_fit, is_binary
 
 # k/n is compared with α in floating point: k/n = α exactly (e.g. 90/9000 vs 0.01) must count as
 # "≤ α" whatever the rounding of the division.
 _RISK_TOLERANCE = 1e-12
+
+
+def _pool_risk(losses: np.ndarray) -> np.ndarray:
+    """(G,) pool mean loss per grid point: the true risk for i.i.d. draws from the pool."""
+    return check_loss_table(losses).astype(np.float64).mean(axis=1)
 
 
 def calibration_risks(losses: np.ndarray, splits: Splits) -> np.ndarray:
@@ -43,11 +48,9 @@ def calibration_risks(losses: np.ndarray, splits: Splits) -> np.ndarray:
         Σ_i m_si L_gi / n_cal, with m_si the multiplicity of point i in calibration set s.
     """
     losses = check_loss_table(losses)
-    if splits.cal_mask.shape[1] != losses.shape[1]:
-        raise ValueError(f"splits were drawn for a pool of {splits.cal_mask.shape[1]} points, "
-                         f"but the loss table has {losses.shape[1]}")
-    sums = losses.astype(np.float64, copy=False) @ splits.cal_mask.T.astype(np.float64)
-    return sums / splits.n_cal
+    check_splits_fit(losses, splits)
+    # The matrix product LTT's split validation uses (exact sums: float32 only for 0/1 losses).
+    return _cal_sums(losses, splits.cal_mask, is_binary(losses)).astype(np.float64) / splits.n_cal
 
 
 def naive_index(cal_risk: np.ndarray, alpha: float) -> np.ndarray:
@@ -91,7 +94,7 @@ def oracle_index(losses: np.ndarray, alpha: float) -> int:
         The oracle grid index, ``NOT_CERTIFIED`` (−1) when the risk at the first grid point (the
         dense model) already exceeds α.
     """
-    pool_risk = check_loss_table(losses).astype(np.float64).mean(axis=1)
+    pool_risk = _pool_risk(losses)
     passes = pool_risk <= alpha + _RISK_TOLERANCE
     prefix = int(np.cumprod(passes).sum())  # length of the leading run of passing grid points
     return prefix - 1 if prefix else NOT_CERTIFIED
@@ -111,7 +114,7 @@ def risk_exceeds(losses: np.ndarray, lambda_index: np.ndarray, alpha: float) -> 
     -------
     ndarray of shape (S,), bool
     """
-    pool_risk = check_loss_table(losses).astype(np.float64).mean(axis=1)
+    pool_risk = _pool_risk(losses)
     idx = np.asarray(lambda_index)
     chosen = idx != NOT_CERTIFIED
     return chosen & (pool_risk[np.where(chosen, idx, 0)] > alpha)
@@ -161,7 +164,7 @@ def naive_choice(losses: np.ndarray, splits: Splits, *, alpha: float) -> NaiveCh
     idx = naive_index(risk_table, alpha)
     chosen = idx != NOT_CERTIFIED
     at = np.where(chosen, idx, 0)
-    pool_risk = losses.astype(np.float64).mean(axis=1)
+    pool_risk = _pool_risk(losses)
     cols = np.arange(idx.shape[0])
     return NaiveChoice(
         lambda_index=idx,
