@@ -15,6 +15,7 @@ from confprune.stats import (
 )
 from confprune.stats.naive import (
     calibration_risks,
+    heldout_exceeds,
     naive_choice,
     naive_index,
     oracle_index,
@@ -157,3 +158,42 @@ def test_naive_rule_is_valid_when_the_risk_jumps_far_above_alpha():
     # P(Binom(1000, 0.2) ≤ 50) < 1e-30: no draw can pass at 0.2.
     assert naive.violation_rate == 0.0
     np.testing.assert_array_equal(naive.lambda_index, 2)
+
+
+def test_heldout_scoring_detects_the_naive_rule_that_pool_scoring_on_splits_hides():
+    """Issue 26: scoring 9000-of-10000 splits against the *pool* risk cannot detect an invalid rule
+    (90% of the pool is the split's own calibration set, so the pool risk agrees with it). Known
+    truth: nested losses on a pool of 10000 with a gently rising risk; the naive rule's exact
+    (i.i.d.) violation rate is high. Held-out scoring on the same splits shows it; pool scoring on
+    the splits does not (the column the certification table used to print). Tolerances: 3 binomial
+    Monte Carlo standard errors at the rate tested, over S splits."""
+    alpha, n_pool, n_cal, n_test, reps = 0.05, 10000, 9000, 1000, 600
+    losses = known_truth_pool(n_pool, np.linspace(0.03, 0.07, 41), seed=3)
+
+    def se(t: float) -> float:
+        return float(np.sqrt(t * (1 - t) / reps))
+
+    iid = naive_choice(losses, draw_iid_calibration(n_pool, n_cal, reps, seed=4), alpha=alpha)
+    assert iid.violation_rate > 0.2  # the truth: the naive rule is invalid here
+    splits = draw_splits(n_pool, n_cal, n_test, reps, seed=5)
+    naive = naive_choice(losses, splits, alpha=alpha)
+    pool_scored = float(risk_exceeds(losses, naive.lambda_index, alpha).mean())
+    heldout = float(heldout_exceeds(losses, splits, naive.lambda_index, alpha).mean())
+    truth = iid.violation_rate
+    # The old column understates the truth by far more than its Monte Carlo error (0.10 vs 0.35 here) …
+    assert pool_scored < truth - 3 * (se(truth) + se(pool_scored))
+    # … the held-out column sees at least the truth (0.45 here), far above δ.
+    assert heldout >= truth - 3 * (se(truth) + se(heldout))
+    assert heldout > 0.05 + 3 * se(0.05)
+    # LTT on the same splits, scored the same way (for reference, not a bound: held-out is noisy).
+    ltt = iid_validation(losses, n_cal=n_cal, n_reps=reps, alpha=alpha, delta=0.05, bound="binomial", seed=4)
+    assert ltt.violated.mean() <= 0.05 + 3 * se(0.05)
+
+
+def test_heldout_exceeds_ignores_uncertified_splits_and_needs_test_points():
+    losses = np.ones((3, 20))
+    splits = draw_splits(20, 10, 10, 4, seed=0)
+    out = heldout_exceeds(losses, splits, np.array([NOT_CERTIFIED, 0, 2, NOT_CERTIFIED]), alpha=0.5)
+    np.testing.assert_array_equal(out, [False, True, True, False])
+    with pytest.raises(ValueError, match="held-out"):
+        heldout_exceeds(losses, draw_splits(20, 10, 0, 2, seed=0), np.array([0, 0]), alpha=0.5)

@@ -170,3 +170,29 @@ def test_feasibility_edge_cases():
     assert fine.max_certified_count == max_certified_count("binomial", 1000, 0.1, 0.05)
     no_risk = feasibility(None, 1000, 0.1, 0.05, bound="wsr")
     assert no_risk.status == "feasible" and no_risk.max_certified_count is None
+
+
+def test_required_n_low_power_targets_do_not_index_past_the_scan():
+    # Issue 26: the scan ended on a saw tooth below the target and indexed past its end.
+    size = required_n(np.array([0.0102]), 0, 0.02, 0.1, power=0.265, dependence="nested")
+    assert size.n_cal > 0 and size.power >= 0.265
+    c = max_certified_count("binomial", size.n_cal, 0.02, 0.1)
+    assert float(binom_cdf(np.array(c), size.n_cal, 0.0102)) == pytest.approx(size.power)
+    # Past n_cal the power stays at the target up to the end of the scan.
+    for n in range(size.n_cal, min(size.searched_up_to, size.n_cal + 200) + 1):
+        c = max_certified_count("binomial", n, 0.02, 0.1)
+        assert float(binom_cdf(np.array(c), n, 0.0102)) >= 0.265
+
+
+def test_plan_warns_when_it_extrapolates_beyond_the_pilot():
+    from confprune.plan import plan
+    from confprune.sweep import LossTable
+
+    rng = np.random.default_rng(0)
+    pilot = nested_table(CURVE[:8] / 4, 2000, rng)
+    table = LossTable(grid=np.linspace(0, 0.7, 8), losses=pilot, sparsity=np.linspace(0, 0.7, 8))
+    small = plan(table, alpha=0.05, delta=0.1, n_cal=1000, reps=50)
+    assert not small.warnings()
+    big = plan(table, alpha=0.05, delta=0.1, n_cal=8000, reps=50)
+    assert any("4.0× the pilot's 2000 points" in w for w in big.warnings())
+    assert big.warnings()[0] in big.lines()

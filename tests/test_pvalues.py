@@ -183,3 +183,23 @@ def test_binom_cdf_is_scipy_stats_bit_for_bit():
         lo = 0.0 if k == 0 else stats.beta.ppf(a / 2, k, n - k + 1)
         hi = 1.0 if k == n else stats.beta.ppf(1 - a / 2, k + 1, n - k)
         assert clopper_pearson(k, n) == (lo, hi)
+
+
+@pytest.mark.parametrize("bad", [np.nan, -0.1, 1.5])
+def test_direct_pvalue_calls_refuse_nan_and_out_of_range_input(bad):
+    # Issue 26: these returned NaN (a NaN p-value never rejects: a silent loss) or nonsense.
+    for fn in (hoeffding_pvalue, bentkus_pvalue, hb_pvalue):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            fn(np.array([0.01, bad]), 100, 0.1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        wsr_pvalue(np.array([[0.0, bad, 0.0]]), 0.1, 0.1)
+    with pytest.raises(ValueError):
+        binomial_pvalue(np.array([bad * 10]), 10, 0.1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pvalues_from_sums("hb", np.array([bad * 10]), 10, 0.1)
+
+
+def test_sums_at_the_ends_of_the_range_are_accepted():
+    # Float rounding of a sum of n ones may land a hair above n: that is absorbed, not refused.
+    p = pvalues_from_sums("hb", np.array([0.0, 10.0 * (1 + 1e-12)]), 10, 0.5)
+    assert p[1] == 1.0 and 0 < p[0] < 1

@@ -31,6 +31,11 @@ def nested_pool(n: int = 20000, g: int = 30, seed: int = 0):
     return {"label_01": label, "disagreement": dis}
 
 
+def dense_of(tables):
+    """The dense model's own label_01 row: here the λ = 0 row of the simulated grid."""
+    return {"label_01": tables["label_01"][0]}
+
+
 @pytest.mark.parametrize("specs", [
     [RiskSpec("label_01", 0.06), RiskSpec("disagreement", 0.05)],
     [RiskSpec("label_01", 0.06, bound="hb"), RiskSpec("disagreement", 0.05, bound="hb")],
@@ -40,9 +45,41 @@ def nested_pool(n: int = 20000, g: int = 30, seed: int = 0):
 def test_several_risks_and_the_drop_hold_on_a_known_truth(specs):
     tables = nested_pool()
     draws = draw_iid_calibration(20000, 800, REPS, seed=1)
-    res = iid_validate_risks(tables, specs, draws, delta=DELTA)
+    res = iid_validate_risks(tables, specs, draws, delta=DELTA, dense=dense_of(tables))
     assert 1 - res.coverage <= DELTA + tol(), (specs, res.coverage)
     assert (res.lambda_index > 0).mean() > 0.5  # the check has power
+
+
+@pytest.mark.parametrize("bound", ["exact", "wsr"])
+def test_the_drop_is_measured_against_the_dense_model_on_a_grid_that_skips_zero(bound):
+    # A grid that starts at λ = 0.3 (row 10 of the simulated one, true drop 0.041 > α = 0.03): the
+    # old wiring took its first row as the reference, so the drop there was 0 and λ = 0.3 was
+    # always "certified". Against the dense model, nothing may be certified more than δ of the time.
+    tables = nested_pool()
+    late = {k: t[10:] for k, t in tables.items()}
+    truth = late["label_01"].mean(1) - tables["label_01"][0].mean()
+    assert truth[0] > 0.03  # every grid point of the late grid violates the drop's α
+    spec = [RiskSpec("accuracy_drop", 0.03, bound=bound)]
+    draws = draw_iid_calibration(20000, 800, REPS, seed=1)
+    res = iid_validate_risks(late, spec, draws, delta=DELTA, dense=dense_of(tables))
+    assert 1 - res.coverage <= DELTA + tol()
+    assert (res.lambda_index >= 0).mean() <= DELTA + tol()
+    # Negative control: the first row of the late grid as the reference certifies it every time.
+    wrong = iid_validate_risks(late, spec, draws, delta=DELTA, dense={"label_01": late["label_01"][0]})
+    assert (wrong.lambda_index >= 0).mean() > 0.99
+    assert (wrong.lambda_index >= 0).mean() > DELTA + tol()
+
+
+def test_the_drop_without_the_dense_row_or_at_alpha_zero_is_refused():
+    tables = nested_pool(n=2000)
+    draws = draw_iid_calibration(2000, 500, 10, seed=1)
+    with pytest.raises(ValueError, match="dense model's own per-sample label_01"):
+        iid_validate_risks(tables, [RiskSpec("accuracy_drop", 0.03)], draws, delta=DELTA)
+    with pytest.raises(ValueError, match="can never be certified"):
+        iid_validate_risks(tables, [RiskSpec("accuracy_drop", 0.0)], draws, delta=DELTA, dense=dense_of(tables))
+    with pytest.raises(ValueError, match="gamma"):
+        iid_validate_risks(tables, [RiskSpec("accuracy_drop", 0.03, gamma=1.5)], draws, delta=DELTA,
+                           dense=dense_of(tables))
 
 
 def test_taking_the_smallest_p_value_over_risks_fails_the_check():
@@ -68,7 +105,7 @@ def test_the_drop_test_certifies_more_than_counting_new_errors():
     true_drop = tables["label_01"].mean(1) - tables["label_01"][0].mean()
     assert 1 - res.coverage <= DELTA + tol()  # new errors alone bound the drop from above: valid, weaker
     exact = iid_validate_risks(tables, [RiskSpec("accuracy_drop", 0.03)], draw_iid_calibration(20000, 800, REPS, 1),
-                               delta=DELTA)
+                               delta=DELTA, dense=dense_of(tables))
     assert np.median(exact.lambda_index) >= np.median(res.lambda_index)  # and the drop test certifies more
     assert true_drop[np.max(exact.lambda_index)] <= 0.03 + 0.01
 
@@ -92,7 +129,7 @@ def test_calibrate_and_validate_agree_on_one_split():
     tables = nested_pool(n=5000)
     specs = [RiskSpec("label_01", 0.06), RiskSpec("accuracy_drop", 0.03)]
     idx = np.random.default_rng(0).permutation(5000)[:2000]
-    cal, each = calibrate_risks(tables, specs, idx, delta=DELTA)
+    cal, each = calibrate_risks(tables, specs, idx, delta=DELTA, dense=dense_of(tables))
     assert set(each) == {"label_01<=0.06", "accuracy_drop<=0.03"}
     np.testing.assert_array_equal(cal.p_values, np.maximum(*each.values()))
     from confprune.stats import Splits
@@ -100,5 +137,5 @@ def test_calibrate_and_validate_agree_on_one_split():
     mask = np.zeros((1, 5000), dtype=bool)
     mask[0, idx] = True
     split = Splits(cal_mask=mask, test_mask=~mask, order_seed=np.random.SeedSequence(0), orders=idx[None])
-    v = validate_risks(tables, specs, split, delta=DELTA)
+    v = validate_risks(tables, specs, split, delta=DELTA, dense=dense_of(tables))
     assert v.lambda_index[0] == cal.lambda_index

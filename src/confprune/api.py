@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .calibrate import seeded_order
 from .errors import OptionError
 from .export import build_certificate, pruned_state_dict, save_export
 from .forward import as_batches
@@ -164,14 +165,17 @@ def certify_from_table(
     risks: Sequence[RiskSpec] | None = None,
     tables: Mapping[str, LossTable] | None = None,
     labels: np.ndarray | None = None,
+    order_seed: int = 0,
 ) -> CertifiedPruning:
     """LTT on the calibration columns of a computed loss table (shape (G', N)); builds the pruned
-    model and the certificate. ``calibration_indices`` (default: every column, in order) are
-    recorded in it; their order is the one sequential bounds (WSR) use. ``calibration_draw``
-    says how they were drawn so that a verifier can redraw them (e.g. ``{"source": "seeded",
-    "pool_size": N, "n_cal": n, "seed": s}`` for :func:`confprune.calibrate.deployment_indices`);
-    None means the issuer chose the calibration set, and the certificate says so. ``fwer``: a
-    name or a procedure object (e.g. ``MultiStartFixedSequence(n_starts=8)``).
+    model and the certificate. ``calibration_indices`` (default: every column) are recorded in
+    it, in the order sequential bounds (WSR) bet in. ``calibration_draw`` says how they were drawn
+    so that a verifier can redraw them (``{"source": "seeded", "pool_size": N, "n_cal": n,
+    "seed": s}`` for :func:`confprune.calibrate.deployment_indices`, whose order is random);
+    None means the issuer chose the calibration set, and the certificate says so: its points are
+    then put in a seeded random order (:func:`confprune.calibrate.seeded_order` with
+    ``order_seed``, recorded), never the data's own order, which a betting bound must not see.
+    ``fwer``: a name or a procedure object (e.g. ``MultiStartFixedSequence(n_starts=8)``).
 
     Rows beyond G' (not evaluated because the sweep stopped early) count as not rejected; with
     fixed-sequence testing that changes nothing, since testing had already stopped there.
@@ -182,13 +186,18 @@ def certify_from_table(
     and ``bound`` are taken from the risks.
     """
     n = table.losses.shape[1]
-    cal_idx = np.arange(n) if calibration_indices is None else np.asarray(calibration_indices)
+    cal_idx = np.arange(n) if calibration_indices is None else np.asarray(calibration_indices, dtype=np.int64)
+    if calibration_draw is None or calibration_draw.get("source") != "seeded":
+        cal_idx = seeded_order(cal_idx, order_seed)
+        calibration_draw = {**dict(calibration_draw or {"source": "issuer"}), "order": "seeded_order",
+                            "order_seed": int(order_seed)}
     procedure = make_fwer(fwer)
     per_risk: dict[str, np.ndarray] = {}
+    arrays = {name: t.losses for name, t in (tables or {}).items()}
+    dense = {name: t.dense_losses for name, t in (tables or {}).items() if t.dense_losses is not None}
     if risks:
-        arrays = {name: t.losses for name, t in (tables or {}).items()}
         calibration, per_risk = calibrate_risks(arrays, risks, cal_idx, delta=delta, fwer=procedure,
-                                                n_grid=table.grid.size, labels=labels)
+                                                n_grid=table.grid.size, labels=labels, dense=dense)
     else:
         if bound == "auto":
             bound = "binomial" if is_binary(table.losses[:, cal_idx]) else "hb"
@@ -209,7 +218,7 @@ def certify_from_table(
         data=info, model_info={"class": type(model).__name__, **dict(model_info or {})},
         sweep={"batch_size": table.batch_size}, extra=extra,
         risks=[{**asdict(r), "name": r.name, "p_values": [float(x) for x in per_risk[r.name]]}
-               for r in resolve_risks({k: t.losses for k, t in (tables or {}).items()}, risks)] if risks else None,
+               for r in resolve_risks(arrays, risks, dense)] if risks else None,
     )
     return CertifiedPruning(calibration, family, model, loss, table, cal_idx, certificate, pruned, module)
 
@@ -269,6 +278,8 @@ def certify(
         units, coupled layers handled; criteria ``l1``, ``l2``, ``activation`` (needs
         ``score_inputs``), ``random``): the certified model is then physically smaller.
     lambdas : the increasing grid in [0, 1), fixed in advance (default 0.00, 0.01, …, 0.99).
+    seed : seeds the random criterion and the calibration points' random order (recorded in the
+        certificate): sequential bounds (WSR) bet in that order, never in the data's own order.
     measure_cost : record the dense and certified model's parameters, MACs, export bytes and CPU
         latency (batch 1 and ``batch_size``) in the certificate (``result.cost``).
     risks : several risks at once instead of (``loss``, ``alpha``, ``bound``): a list of
@@ -318,12 +329,13 @@ def certify(
                 labels = torch.cat(ys).cpu().numpy()
             first = tables[risks[0].table]
             result = certify_from_table(model, family, first, make_loss(risks[0].table), alpha=risks[0].alpha,
-                                        delta=delta, fwer=procedure, risks=risks, tables=tables, labels=labels)
+                                        delta=delta, fwer=procedure, risks=risks, tables=tables, labels=labels,
+                                        order_seed=seed)
         else:
             table = compute_loss_table(model, family, grid, calibration_data, loss_obj, batch_size=batch_size,
                                        progress=progress)
             result = certify_from_table(model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound,
-                                        fwer=procedure)
+                                        fwer=procedure, order_seed=seed)
         if measure_cost:
             result.certificate["cost"] = certified_cost(model, family, result.lambda_hat, example,
                                                         batches=sorted({1, batch_size}))

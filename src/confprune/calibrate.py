@@ -14,6 +14,7 @@ import numpy as np
 from .stats import NOT_CERTIFIED, Splits, pvalues_from_losses, split_pvalues
 
 _DEPLOY_STREAM = 0x0DE9  # separates the deployment draw from the validation splits' stream
+_ORDER_STREAM = 0x0DE5  # the betting order of an issuer-chosen calibration set
 
 
 def deployment_indices(n_pool: int, n_cal: int, seed: int) -> np.ndarray:
@@ -22,6 +23,16 @@ def deployment_indices(n_pool: int, n_cal: int, seed: int) -> np.ndarray:
         raise ValueError(f"n_cal={n_cal} must lie in [1, pool size {n_pool}]")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _DEPLOY_STREAM]))
     return rng.permutation(n_pool)[:n_cal]
+
+
+def seeded_order(indices: np.ndarray, seed: int) -> np.ndarray:
+    """An issuer-chosen calibration set in a seeded random order: the indices sorted, then
+    permuted by a permutation drawn from ``seed`` alone. The order does not depend on the data, so
+    a sequential bound (WSR) may bet in it, and a verifier re-derives it from the set and the seed
+    (data in their own order, e.g. sorted by label, would let WSR certify a false claim)."""
+    idx = np.sort(np.asarray(indices, dtype=np.int64))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _ORDER_STREAM]))
+    return idx[rng.permutation(idx.size)]
 
 
 class FixedSequenceStop:
@@ -48,4 +59,4 @@ class FixedSequenceStop:
         return not self.alive_deploy and not any(a.any() for a in self.alive)
 
 
-__all__ = ["NOT_CERTIFIED", "FixedSequenceStop", "deployment_indices"]
+__all__ = ["NOT_CERTIFIED", "FixedSequenceStop", "deployment_indices", "seeded_order"]

@@ -10,7 +10,9 @@ on which the Pareto front of (estimated risks, cost) is found and ordered, and a
 which the ordered front is tested in fixed sequence; the cheapest configuration that passes is
 certified. Choosing the configuration after looking at the data is thereby inside the guarantee
 — unlike picking the best row of a criteria table. Several risks (:class:`RiskSpec`) must all
-pass; the accuracy drop enters as its shifted mean (x = (d + 1)/2 at (1 + α)/2, valid on [0, 1]).
+pass; the accuracy drop enters as its shifted mean (x = (d + 1)/2 at (1 + α)/2, valid on [0, 1]),
+with d measured against the float dense model for every knob (an int8 knob's λ = 0 member is not
+the reference), tested with WSR (the exact trinomial test is not available in this mean form).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch import nn
 from .losses import make_loss
 from .pruning import build_family
 from .stats.pareto import ParetoResult, pareto_test
-from .stats.risks import DROP, RiskSpec
+from .stats.risks import DROP, RiskSpec, dense_reference, shifted_drop
 from .sweep import compute_loss_tables
 
 #: macs: multiply-adds per sample executed with dense kernels (what a CPU runs; unstructured
@@ -125,6 +127,7 @@ class MultiKnobResult:
     delta: float
     pareto: ParetoResult
     pruned: nn.Module | None = field(default=None, repr=False)
+    bounds: list[str] = field(default_factory=list)  # the bound each risk was tested with (mean form)
 
     @property
     def certified(self) -> bool:
@@ -184,6 +187,9 @@ def knob_tables(
     """One sweep per knob (every risk's loss from the same pass) and every configuration's cost."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is not allowed; choose {', '.join(OBJECTIVES)}")
+    for r in risks:  # before any sweep: a drop bound Pareto testing cannot use
+        if r.loss == DROP:
+            _mean_bound(r, np.zeros((1, 1)))
     x, y = data
     example = torch.zeros_like(x[:2])
     grid = np.asarray(lambdas, dtype=np.float64)
@@ -194,8 +200,11 @@ def knob_tables(
         fams.append(fam)
         tables = compute_loss_tables(model, fam, grid, (x, y), [make_loss(n) for n in names], batch_size=batch_size,
                                      progress=progress)
-        by_name = dict(zip(names, (t.losses for t in tables), strict=True))
-        per_losses.append(np.stack([_mean_form(r, by_name[r.table]) for r in risks]))  # (K, G, N)
+        by_name = {n: t for n, t in zip(names, tables, strict=True)}
+        # The drop's reference is the dense float model's own row (computed in every knob's sweep
+        # from the same unmodified model), never a knob's first member.
+        per_losses.append(np.stack([_mean_form(r, by_name[r.table].losses, by_name[r.table].dense_losses)
+                                    for r in risks]))  # (K, G, N)
         per_costs.append(_costs(model, fam, knob, grid, example, objective, batch_size))
         if progress:
             print(f"knob {i + 1}/{len(knobs)} {knob.label}: done")
@@ -212,7 +221,8 @@ def pareto_from_tables(model: nn.Module, kt: KnobTables, risks: Sequence[RiskSpe
     """Pareto testing on the calibration ``columns`` of precomputed knob tables (None: all)."""
     losses = kt.losses if columns is None else kt.losses[:, :, np.asarray(columns)]
     result = pareto_test(losses, kt.costs, kt.alphas, delta, bounds=kt.bounds, opt_fraction=opt_fraction, seed=seed)
-    out = MultiKnobResult(kt.knobs, kt.lambdas, kt.configs, kt.costs, objective, list(risks), delta, result)
+    out = MultiKnobResult(kt.knobs, kt.lambdas, kt.configs, kt.costs, objective, list(risks), delta, result,
+                          bounds=list(kt.bounds))
     if result.certified:
         k, lam = kt.configs[result.certified_index]
         out.pruned = kt.families[k].pruned_model(model, lam)
@@ -273,13 +283,14 @@ def certify_pareto(
                               seed=seed)
 
 
-def _mean_form(spec: RiskSpec, losses: np.ndarray) -> np.ndarray:
-    """A risk as a mean loss in [0, 1]: the accuracy drop as x = (d + 1)/2 (its λ = 0 row is the
-    dense model, d = L(λ) − L(0)); per-class risks are not supported here."""
+def _mean_form(spec: RiskSpec, losses: np.ndarray, dense: np.ndarray | None) -> np.ndarray:
+    """A risk as a mean loss in [0, 1]: the accuracy drop as x = (d + 1)/2 with d = L(λ) − L_dense,
+    ``dense`` the dense model's own label_01 row (N,); per-class risks are not supported here."""
     if spec.per_class:
         raise ValueError("per-class risks are not supported by Pareto testing here; list the classes as risks instead")
     if spec.loss == DROP:
-        return (losses - losses[0] + 1.0) / 2.0
+        return shifted_drop(losses, dense_reference({spec.table: dense} if dense is not None else None, spec,
+                                                    losses.shape[1]))
     return losses
 
 
@@ -287,7 +298,10 @@ def _mean_bound(spec: RiskSpec, losses: np.ndarray) -> str:
     from .stats import is_binary
 
     if spec.loss == DROP:
-        return "wsr" if spec.bound in ("auto", "exact", "wsr") else spec.bound
+        if spec.bound not in ("auto", "wsr"):
+            raise ValueError(f"{spec.name}: Pareto testing tests the accuracy drop in its mean form with WSR; "
+                             f"bound={spec.bound!r} is not available there (use auto or wsr)")
+        return "wsr"
     if spec.bound == "auto":
         return "binomial" if is_binary(losses) else "hb"
     return spec.bound
@@ -356,7 +370,9 @@ def save_pareto(result: MultiKnobResult, directory: str | Path) -> dict[str, str
         w.writeheader()
         w.writerows(rows)
     write_json({"knobs": [asdict(k) for k in result.knobs], "lambdas": result.lambdas.tolist(),
-                "objective": result.objective, "risks": [asdict(r) for r in result.risks], "delta": result.delta,
+                "objective": result.objective, "risks": [{**asdict(r), "bound": b, "requested_bound": r.bound}
+                          for r, b in zip(result.risks, result.bounds or [r.bound for r in result.risks], strict=True)],
+                "delta": result.delta,
                 "n_opt": result.pareto.n_opt, "n_test": result.pareto.n_test,
                 "certified": result.certified, "configuration": result.configuration}, out / "pareto.json")
     paths = {"front": str(out / "pareto_front.csv"), "record": str(out / "pareto.json")}

@@ -367,10 +367,12 @@ def split_validation(cfg: Config, table: LossTable, draws: CalibrationDraws, ris
     procedure, n_grid = make_fwer(**cfg.fwer), table.grid.size
     if risks:
         arrays = {k: t.losses for k, t in (tables or {}).items()}
+        dense = {k: t.dense_losses for k, t in (tables or {}).items() if t.dense_losses is not None}
         labels = _labels(data)
         splits = validate_risks(arrays, risks, draws.splits, delta=cal.delta, fwer=procedure, n_grid=n_grid,
-                                labels=labels, keep_pvalues=True)
-        iid = iid_validate_risks(arrays, risks, draws.iid, delta=cal.delta, fwer=procedure, n_grid=n_grid, labels=labels)
+                                labels=labels, keep_pvalues=True, dense=dense)
+        iid = iid_validate_risks(arrays, risks, draws.iid, delta=cal.delta, fwer=procedure, n_grid=n_grid,
+                                 labels=labels, dense=dense)
         return Validation(splits, iid)
     splits = validate_splits(table.losses, draws.splits, alpha=cal.alpha, delta=cal.delta, bound=cfg.bound.name,
                              fwer=procedure, keep_pvalues=True, n_grid=n_grid)
@@ -531,7 +533,7 @@ def summarise(
         grid=GridInfo(int(grid.size), int(lambdas.size), float(grid[0]), float(grid[-1])),
         lambdas=[float(x) for x in lambdas],
         pool_risk=[float(x) for x in table.losses.mean(axis=1)],
-        dense=dense.metrics, dense_risk=float(table.losses[0].mean()),
+        dense=dense.metrics, dense_risk=table.dense_risk,
         model_from_cache=dense.from_cache, loss_table_from_cache=table_cached,
         dense_metrics_from_cache=dense.metrics_from_cache,
         lambda_hat=LambdaHat(quantile(lambdas[at], 0.5), quantile(lambdas[at], 0.05), quantile(lambdas[at], 0.95),

@@ -35,6 +35,19 @@ class Plan:
     outcome: Any | None
     sparsity: np.ndarray
     target: dict[str, Any] | None
+    pilot_points: int = 0  # N, the pilot's points (the planner's stand-in population)
+
+    def warnings(self) -> list[str]:
+        """Sizes beyond the pilot are extrapolated from it (its sampling error is not propagated)."""
+        out = []
+        sizes = [("n_cal", self.n_cal)] + ([("the required n_cal", self.target["n_cal"])] if self.target else [])
+        for what, n in sizes:
+            if self.pilot_points and n > self.pilot_points:
+                out.append(f"warning: {what} = {n} is {n / self.pilot_points:.1f}× the pilot's {self.pilot_points} points: "
+                           "beyond the pilot the planner resamples the pilot as if it were the population (its own "
+                           "sampling error is not propagated); read this as a rough extrapolation and confirm with a "
+                           "larger pilot")
+        return out
 
     def lines(self) -> list[str]:
         out = [f"feasibility: {self.feasibility.message}"]
@@ -48,7 +61,7 @@ class Plan:
             t = self.target
             out.append(f"target sparsity {t['sparsity']:.3f} (λ = {t['lambda']:g}): n_cal ≥ {t['n_cal']} for power "
                        f"{t['power']:g} (first reached at n = {t['first_n']}; {t['method']})")
-        return out
+        return out + self.warnings()
 
 
 def plan(table: LossTable, *, alpha: float, delta: float, n_cal: int, bound: str = "auto",
@@ -56,7 +69,7 @@ def plan(table: LossTable, *, alpha: float, delta: float, n_cal: int, bound: str
     """Plan from a pilot :class:`~confprune.sweep.LossTable` (its pool stands for the data)."""
     losses = table.losses
     bound = ("binomial" if is_binary(losses) else "hb") if bound == "auto" else bound
-    dense_risk = float(losses[0].mean())
+    dense_risk = table.dense_risk
     feas = feasibility(dense_risk, n_cal, alpha, delta, bound)
     outcome = None
     if feas.status != "impossible":
@@ -69,7 +82,7 @@ def plan(table: LossTable, *, alpha: float, delta: float, n_cal: int, bound: str
         size = required_n(losses, j, alpha, delta, bound=bound, power=power, reps=reps, seed=seed)
         target = {"sparsity": float(table.sparsity[j]), "lambda": float(table.lambdas[j]), "n_cal": size.n_cal,
                   "first_n": size.first_n, "power": power, "method": size.method}
-    return Plan(alpha, delta, n_cal, bound, feas, outcome, table.sparsity, target)
+    return Plan(alpha, delta, n_cal, bound, feas, outcome, table.sparsity, target, int(losses.shape[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"confprune.plan: {err}", file=sys.stderr)
         return 2
     print(f"pilot: {path} ({table.losses.shape[1]} points, {table.losses.shape[0]} grid points, dense risk "
-          f"{table.losses[0].mean():.4f}); alpha={args.alpha:g} delta={args.delta:g} bound={result.bound}")
+          f"{table.dense_risk:.4f}); alpha={args.alpha:g} delta={args.delta:g} bound={result.bound}")
     print("\n".join(result.lines()))
     return 0
 

@@ -324,12 +324,19 @@ def _check_risks(cfg: Config, task: str) -> None:
             allowed = sorted(k for k, v in LOSSES.items() if v.task == task) + (["accuracy_drop"] if task == "classification" else [])
             raise ConfigError(f"{key}.loss", r["loss"], f"a {task} loss: {', '.join(allowed)}")
         alpha = r["alpha"]
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0 <= alpha < 1 if drop else 0 < alpha < 1):
-            raise ConfigError(f"{key}.alpha", alpha, "a number in [0, 1) for accuracy_drop, else in (0, 1)")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+            # a drop of 0 can never be certified (at λ = 0 the drop is 0, and "≤ 0" needs it < 0)
+            raise ConfigError(f"{key}.alpha", alpha, "a number in the open interval (0, 1)")
         bound = r.get("bound", "auto")
         allowed_bounds = ("auto", *DROP_METHODS) if drop else ("auto", *BOUNDS)
+        if drop and cfg.knobs is not None:  # Pareto testing tests the drop's shifted mean with WSR
+            allowed_bounds = ("auto", "wsr")
         if bound not in allowed_bounds:
             raise ConfigError(f"{key}.bound", bound, ", ".join(allowed_bounds))
+        gamma = r.get("gamma")
+        if gamma is not None and (not drop or isinstance(gamma, bool) or not isinstance(gamma, (int, float))
+                                  or not 0 < gamma < 1):
+            raise ConfigError(f"{key}.gamma", gamma, "a number in (0, 1), for accuracy_drop only")
         if not drop and bound == "binomial" and not LOSSES[r["loss"]].binary:
             raise ConfigError(f"{key}.bound", bound, f"hb, hoeffding, bentkus or wsr: {r['loss']} is not binary")
         if r.get("per_class") and (drop or task != "classification" or bound in NEEDS_SEQUENCE):

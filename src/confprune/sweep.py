@@ -32,6 +32,9 @@ from .stats import check_loss_table
 log = logging.getLogger(__name__)
 
 StopRule = Callable[[int, np.ndarray], bool]
+# Part of every loss-table cache key: 2 = tables carry the dense model's own losses (dense_losses),
+# so a table cached before that is never served where the accuracy drop needs its dense row.
+TABLE_FORMAT = 2
 
 
 @dataclass
@@ -47,6 +50,18 @@ class LossTable:
     row_seconds: np.ndarray | None = None  # (G',) time of each λ row (pruning + forward + loss)
     data_fingerprint: str = ""  # sha256 of the evaluated data, in order (see StreamingFingerprint)
     batch_size: int = 0  # the batches the data was evaluated in (a verifier recomputes in the same ones)
+    # (N,) the loss of the dense model itself (the unpruned module, not a family member): the
+    # reference of the accuracy drop whatever the grid's first point or the family (an int8
+    # family's λ = 0 member is not the dense model). None for tables saved before it was recorded.
+    dense_losses: np.ndarray | None = None
+
+    @property
+    def dense_risk(self) -> float:
+        """The dense model's mean loss on the evaluated data (the λ = 0 row for older tables that
+        lack the dense row and whose grid starts at 0; NaN otherwise)."""
+        if self.dense_losses is not None:
+            return float(np.mean(self.dense_losses, dtype=np.float64))
+        return float(self.losses[0].mean(dtype=np.float64)) if self.grid[0] == 0 else float("nan")
 
     @property
     def lambdas(self) -> np.ndarray:
@@ -80,6 +95,7 @@ class LossTable:
             timing=np.array([self.seconds, self.dense_seconds]),
             data_fingerprint=np.array(self.data_fingerprint),
             batch_size=np.array(self.batch_size),
+            **({} if self.dense_losses is None else {"dense_losses": self.dense_losses}),
             **{f"aux_{k}": v for k, v in self.aux.items()},
         )
 
@@ -93,9 +109,12 @@ class LossTable:
             table = cls(grid=z["grid"], losses=z["losses"], sparsity=z["sparsity"], aux=aux,
                         seconds=float(seconds), dense_seconds=float(dense),
                         data_fingerprint=str(z["data_fingerprint"]) if "data_fingerprint" in z.files else "",
-                        batch_size=int(z["batch_size"]) if "batch_size" in z.files else 0)
+                        batch_size=int(z["batch_size"]) if "batch_size" in z.files else 0,
+                        dense_losses=z["dense_losses"] if "dense_losses" in z.files else None)
         if table.losses.shape[0] != table.sparsity.shape[0] or table.losses.shape[0] > table.grid.shape[0]:
             raise ValueError(f"{path}: inconsistent shapes")
+        if table.dense_losses is not None and table.dense_losses.shape != table.losses.shape[1:]:
+            raise ValueError(f"{path}: the dense row has shape {table.dense_losses.shape}, the table {table.losses.shape}")
         check_loss_table(table.losses)
         return table
 
@@ -127,7 +146,7 @@ def cached_loss_tables(
     same pass of the network (``compute(indices)`` returns their tables in that order) — and
     cached, each under its own key. Returns (table, from_cache). Only complete tables are cached;
     a corrupt entry is reported and recomputed."""
-    keys = [content_key({"kind": "loss_table", "layout": LAYOUT_VERSION, **p}) for p in payloads]
+    keys = [content_key({"kind": "loss_table", "layout": LAYOUT_VERSION, "format": TABLE_FORMAT, **p}) for p in payloads]
     paths = [Path(cache_dir) / "loss_tables" / f"{k}.npz" for k in keys]
 
     def load(path: Path) -> LossTable:
@@ -244,6 +263,7 @@ def compute_loss_tables(
     dense_net = fast_copy(model)
     t0 = time.perf_counter()
     tables = [_Rows(loss) for loss in losses]
+    dense_parts: list[list[torch.Tensor]] = [[] for _ in losses]  # each loss of the dense model itself
     fp = StreamingFingerprint()
     bar = tqdm(total=grid.size, desc="λ sweep", unit="λ", disable=not progress, leave=False)
     if source.in_memory:
@@ -253,6 +273,9 @@ def compute_loss_tables(
         t = time.perf_counter()
         dense = [_dense_outputs(dense_net, x, b) for b, (x, _) in enumerate(batches)]
         dense_seconds = time.perf_counter() - t
+        for (_, y), out in zip(batches, dense, strict=True):
+            for i, loss in enumerate(losses):
+                dense_parts[i].append(_losses_of(loss, out, out, y, {}))
         net = None
         for j, lam in enumerate(grid.tolist()):
             t = time.perf_counter()
@@ -286,6 +309,8 @@ def compute_loss_tables(
                 if c0 == 0:
                     dense_seconds += time.perf_counter() - t
                     fp.update(x, y)
+                    for i, loss in enumerate(losses):
+                        dense_parts[i].append(_losses_of(loss, dense_b, dense_b, y, {}))
                 for k, (lam, net) in enumerate(zip(lams, nets, strict=True)):
                     t = time.perf_counter()
                     out = check_outputs(net(x), f"the model pruned at λ={lam:g}", b)
@@ -310,9 +335,18 @@ def compute_loss_tables(
     return [
         LossTable(grid=grid, losses=np.stack(tab.rows), sparsity=sparsity,
                   aux={k: np.asarray(v) for k, v in tab.aux.items()}, seconds=seconds, dense_seconds=dense_seconds,
-                  row_seconds=np.asarray(tab.seconds), data_fingerprint=fp.hexdigest(), batch_size=batch_size)
-        for tab in tables
+                  row_seconds=np.asarray(tab.seconds), data_fingerprint=fp.hexdigest(), batch_size=batch_size,
+                  dense_losses=_dense_row(tab.loss, dense_parts[i]))
+        for i, tab in enumerate(tables)
     ]
+
+
+def _dense_row(loss: Loss, parts: list[torch.Tensor]) -> np.ndarray:
+    """The dense model's own losses (N,), checked like every row of the table."""
+    row = torch.cat(parts).numpy()
+    if not np.all(np.isfinite(row)) or row.min() < 0 or row.max() > 1:
+        raise ValueError(f"loss {loss.name!r} returned values outside [0, 1] (or NaN) on the dense model itself")
+    return row
 
 
 def compute_loss_table(

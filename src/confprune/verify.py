@@ -174,10 +174,29 @@ def _calibration_indices(cert: Mapping[str, Any], n_points: int, report: Verific
     elif draw.get("source") == "issuer":
         report.issuer_calibration = True
         report.add("calibration indices", True, f"issuer-chosen calibration set of {idx.size} points (selection not auditable)")
+        _check_order(cert, draw, idx, report)
     else:
         report.add("calibration", False, f"unknown calibration source {draw.get('source')!r}")
         return None
     return idx
+
+
+def _check_order(cert: Mapping[str, Any], draw: Mapping[str, Any], idx: np.ndarray, report: VerificationReport) -> None:
+    """The betting order of an issuer-chosen set must be the seeded permutation of the set
+    (:func:`confprune.calibrate.seeded_order`), re-derived here; an order the issuer chose is
+    accepted only where no bound bets (sum-based bounds ignore the order)."""
+    from .calibrate import seeded_order
+
+    if draw.get("order") == "seeded_order":
+        same = bool(np.array_equal(seeded_order(idx, int(draw["order_seed"])), idx))
+        report.add("calibration order", same, f"the seeded permutation of the set (seed {draw['order_seed']}): "
+                   + ("identical" if same else "DIFFERENT from the recorded order"))
+        return
+    bounds = [r["bound"] for r in cert["risks"]] if cert.get("risks") else [cert["bound"]]
+    sequential = "wsr" in bounds
+    report.add("calibration order", not sequential,
+               "the wsr bound bets in an order the issuer chose (not a seeded permutation): not auditable"
+               if sequential else "issuer's order (the bound does not depend on it)")
 
 
 def _rebuild_family(cert: Mapping[str, Any], model: nn.Module, report: VerificationReport, *, score_inputs: Any,
@@ -265,7 +284,9 @@ def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *,
     idx = _calibration_indices(cert, x.shape[0], report)
     if idx is None:
         return _done(report, t0)
-    report.expect("data.calibration_fingerprint", cert["data"].get("calibration_fingerprint"), fingerprint(x, y, idx))
+    # A seeded betting order permutes the issuer's set: its fingerprint is the set's, in index order.
+    in_order = np.sort(idx) if (cert.get("calibration") or {}).get("order") == "seeded_order" else idx
+    report.expect("data.calibration_fingerprint", cert["data"].get("calibration_fingerprint"), fingerprint(x, y, in_order))
     family = _rebuild_family(cert, model, report, score_inputs=score_inputs, train_inputs=train_inputs,
                              trajectory=trajectory, example=x)
     if family is None:
@@ -340,8 +361,9 @@ def _recompute_risks(cert: Mapping[str, Any], model: nn.Module, family: Any, gri
     tables = compute_loss_tables(model, family, grid, (x, y), [make_loss(n) for n in names], batch_size=batch,
                                  progress=False)
     arrays = {n: t.losses for n, t in zip(names, tables, strict=True)}
+    dense = {n: t.dense_losses for n, t in zip(names, tables, strict=True)}  # the drop's reference: the dense model
     labels = None if y is None else y.cpu().numpy()
-    cal, each = calibrate_risks(arrays, specs, idx, delta=cert["delta"], labels=labels)
+    cal, each = calibrate_risks(arrays, specs, idx, delta=cert["delta"], labels=labels, dense=dense)
     for r in cert["risks"]:
         got = each[r["name"]]
         report.add(f"risks[{r['name']}].p_values", bool(np.allclose(got, r["p_values"][: got.size], rtol=1e-12, atol=0)),

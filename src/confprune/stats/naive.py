@@ -100,6 +100,39 @@ def oracle_index(losses: np.ndarray, alpha: float) -> int:
     return prefix - 1 if prefix else NOT_CERTIFIED
 
 
+def heldout_exceeds(losses: np.ndarray, splits: Splits, lambda_index: np.ndarray, alpha: float) -> np.ndarray:
+    """Whether the risk on each split's held-out test points at its chosen grid index exceeds α.
+
+    Parameters
+    ----------
+    losses : ndarray of shape (G, N)
+    splits : Splits with ``test_mask`` of shape (S, N) (points disjoint from the calibration set)
+    lambda_index : ndarray of shape (S,), int; ``NOT_CERTIFIED`` (−1) is never a violation
+    alpha : float
+
+    Returns
+    -------
+    ndarray of shape (S,), bool
+
+    Notes
+    -----
+    Unlike the pool risk, which on a split shares 90% of its points with that split's own
+    calibration set (and so agrees with it), the held-out risk is independent of the choice given
+    the pool: a rule that stops where the calibration risk touches α violates here about as often
+    as the truth says. It is noisy (n_test points), so a *valid* rule's rate here is not bounded by
+    δ either: a choice whose true risk sits just under α exceeds α on a finite test set often.
+    """
+    losses = check_loss_table(losses)
+    check_splits_fit(losses, splits)
+    if splits.n_test == 0:
+        raise ValueError("the splits have no held-out test points")
+    idx = np.asarray(lambda_index)
+    chosen = idx != NOT_CERTIFIED
+    sums = _cal_sums(losses, splits.test_mask, is_binary(losses)).astype(np.float64)  # (G, S)
+    risk = sums[np.where(chosen, idx, 0), np.arange(idx.shape[0])] / splits.n_test
+    return chosen & (risk > alpha + _RISK_TOLERANCE)
+
+
 def risk_exceeds(losses: np.ndarray, lambda_index: np.ndarray, alpha: float) -> np.ndarray:
     """Whether the true (pool) risk at each chosen grid index exceeds α.
 
@@ -175,4 +208,5 @@ def naive_choice(losses: np.ndarray, splits: Splits, *, alpha: float) -> NaiveCh
     )
 
 
-__all__ = ["NaiveChoice", "calibration_risks", "naive_choice", "naive_index", "oracle_index", "risk_exceeds"]
+__all__ = ["NaiveChoice", "calibration_risks", "heldout_exceeds", "naive_choice", "naive_index", "oracle_index",
+           "risk_exceeds"]

@@ -284,12 +284,18 @@ def required_n(
                 return SampleSize(-1, -1, float("nan"), power, dependence, n_max)
             hi = min(2 * hi, n_max)
         top = min(2 * hi, n_max)
-        counts = _certified_counts(bound, top, alpha, delta)
-        curve_power = _curve_power(curve, target, counts, dependence)
-        good = curve_power >= power
-        first = int(np.argmax(good))
-        bad = np.flatnonzero(~good)
-        stays = int(bad[-1]) + 1 if bad.size else 0
+        while True:  # widen the scan until the power stays at the target at its end (saw teeth)
+            counts = _certified_counts(bound, top, alpha, delta)
+            curve_power = _curve_power(curve, target, counts, dependence)
+            good = curve_power >= power
+            bad = np.flatnonzero(~good)
+            stays = int(bad[-1]) + 1 if bad.size else 0
+            if stays <= top or top >= n_max:
+                break
+            top = min(2 * top, n_max)
+        first = int(np.argmax(good)) if good.any() else -1
+        if stays > top:  # the power still dips below the target at n_max
+            return SampleSize(-1, first, float("nan"), power, dependence, top)
         return SampleSize(stays, first, float(curve_power[stays]), power, dependence, top)
 
     table = check_loss_table(arr, "pilot")

@@ -58,6 +58,16 @@ def _check_n(n: int) -> None:
         raise ValueError(f"calibration size n must be a positive integer, got {n!r}")
 
 
+def _checked_unit(values: np.ndarray | float, name: str) -> np.ndarray:
+    """``values`` as float64, refused when any is NaN or outside [0, 1] (a NaN p-value would never
+    reject, silently; an out-of-range risk would give a meaningless one)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size and not (np.all(arr >= 0.0) and np.all(arr <= 1.0)):  # False for NaN too
+        bad = float(arr[~((arr >= 0.0) & (arr <= 1.0))].ravel()[0])
+        raise ValueError(f"{name} must lie in [0, 1] (no NaN); got {bad!r}")
+    return arr
+
+
 def h1(a: np.ndarray | float, b: float) -> np.ndarray:
     """Binary KL divergence h1(a, b) = a log(a/b) + (1-a) log((1-a)/(1-b)), with 0·log 0 = 0.
 
@@ -80,7 +90,7 @@ def hoeffding_pvalue(risk: np.ndarray, n: int, alpha: float) -> np.ndarray:
     """
     _check_alpha(alpha)
     _check_n(n)
-    r = np.minimum(np.asarray(risk, dtype=np.float64), alpha)
+    r = np.minimum(_checked_unit(risk, "the calibration risk"), alpha)
     return np.exp(-n * h1(r, alpha))
 
 
@@ -88,7 +98,7 @@ def bentkus_pvalue(risk: np.ndarray, n: int, alpha: float) -> np.ndarray:
     """Bentkus p-value e·P(Binom(n, α) ≤ ⌈n·R̂⌉). Not clipped: it may exceed 1 (still valid)."""
     _check_alpha(alpha)
     _check_n(n)
-    k = np.ceil(n * np.asarray(risk, dtype=np.float64) - _CEIL_EPS)
+    k = np.ceil(n * _checked_unit(risk, "the calibration risk") - _CEIL_EPS)
     return np.e * binom_cdf(k, n, alpha)
 
 
@@ -108,6 +118,8 @@ def binomial_pvalue(count: np.ndarray, n: int, alpha: float) -> np.ndarray:
     _check_n(n)
     count = np.asarray(count)
     if not np.issubdtype(count.dtype, np.integer):
+        if not np.all(np.isfinite(count)):
+            raise ValueError("binomial p-value needs integer loss counts; got NaN or infinite counts")
         rounded = np.rint(count)
         if np.any(np.abs(count - rounded) > 1e-6):
             raise ValueError(
@@ -142,7 +154,9 @@ def wsr_pvalue(losses: np.ndarray, alpha: float, delta: float) -> np.ndarray:
     _check_alpha(alpha)
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
-    x = np.asarray(losses, dtype=np.float64)
+    x = _checked_unit(losses, "losses")
+    if x.ndim < 1:
+        raise ValueError("wsr_pvalue needs losses with a calibration axis (shape (..., n))")
     n = x.shape[-1]
     _check_n(n)
     lead = x.shape[:-1]
@@ -201,7 +215,12 @@ def pvalues_from_sums(
     """
     if bound == "binomial":
         return binomial_pvalue(loss_sums, n, alpha)
-    risk = np.clip(np.asarray(loss_sums, dtype=np.float64) / n, 0.0, 1.0)
+    _check_n(n)
+    risk = np.asarray(loss_sums, dtype=np.float64) / n
+    # Sums of n losses in [0, 1] lie in [0, n]: the clip absorbs float rounding, nothing more.
+    if risk.size and not (np.all(risk >= -_CEIL_EPS) and np.all(risk <= 1.0 + _CEIL_EPS)):
+        _checked_unit(risk, "loss sums / n")
+    risk = np.clip(risk, 0.0, 1.0)
     if bound == "hoeffding":
         return hoeffding_pvalue(risk, n, alpha)
     if bound == "bentkus":
