@@ -136,7 +136,8 @@ def certified_runs_table(args: argparse.Namespace) -> None:
             print(f"| {d} | nothing certified |")
             continue
         dense = build_model(cert["model"]["config"]).eval()
-        ckpt = torch.load(cert["model"]["checkpoint"], map_location="cpu", weights_only=False)
+        # weights_only: a certificate names this file, and nothing a certificate names is unpickled.
+        ckpt = torch.load(cert["model"]["checkpoint"], map_location="cpu", weights_only=True)
         dense.load_state_dict(ckpt["state_dict"] if "state_dict" in ckpt else ckpt["model"])
         if s.structure == "channel":
             certified = load_pruned_module(d / "pruned_model.pt", build_model(cert["model"]["config"]))

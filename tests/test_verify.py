@@ -59,9 +59,21 @@ def test_honest_certificates_verify_for_every_bound_and_procedure(pool, bound, f
     model, x, y = pool
     res, _ = seeded_certificate(model, x, y, fwer=fwer, bound=bound)
     assert res.certified, (bound, fwer)
-    report = confprune.verify_certificate(res.certificate, res.pruned_state, model, (x, y))
+    # The verifier vouches that (x, y) is the registered pool the certificate names (the CLI loads it).
+    report = confprune.verify_certificate(res.certificate, res.pruned_state, model, (x, y), data_from_registry=True)
     assert report.ok and report.status == PLAIN, str(report)
     assert report.recomputed_cal_risk == res.cal_risk
+
+
+def test_a_seeded_draw_from_data_the_issuer_hands_over_is_not_a_plain_pass(pool):
+    # Issue 25 (laundering): a caller declares its own points "seeded". A seed over a pool the
+    # issuer assembled (here: only the points the pruned model gets right) proves nothing about
+    # the choice of the pool; without data the verifier identified, the status says so.
+    model, x, y = pool
+    res, table = seeded_certificate(model, x, y)
+    report = confprune.verify_certificate(res.certificate, res.pruned_state, model, (x, y))
+    assert report.ok and report.status == ISSUER
+    assert "calibration source" in str(report) and "RECORDED" in str(report)
 
 
 def test_uncertified_honest_certificate_verifies(pool):

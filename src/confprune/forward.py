@@ -197,6 +197,10 @@ def as_batches(data: Any, batch_size: int = 500) -> BatchSource:
     if not hasattr(data, "__iter__"):
         raise OptionError("calibration_data", type(data).__name__,
                           "a DataLoader with a fixed order, a tensor or NumPy array, or (inputs, targets)")
+    if iter(data) is data:  # a generator or other one-shot iterator: a second pass would see less data
+        raise OptionError("calibration_data", f"a one-shot {type(data).__name__}",
+                          "data that can be read more than once (certification reads it several times): a list of "
+                          "batches (list(...) of it), a DataLoader with a fixed order, or (inputs, targets) tensors")
     if not _order_is_fixed(data):
         raise OptionError(
             "calibration_data", f"a DataLoader with {type(getattr(data, 'sampler', data)).__name__}",

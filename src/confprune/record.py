@@ -183,10 +183,21 @@ def artifact_checksums(directory: str | Path, paths: Iterable[str | Path]) -> di
 
 
 def damaged_artifacts(directory: str | Path, summary: RunSummary) -> list[str]:
-    """Files of a finished run that are missing or no longer match their recorded sha256."""
-    base = Path(directory)
-    return [name for name, digest in summary.artifacts.items()
-            if not (base / name).is_file() or file_sha256(base / name) != digest]
+    """Files of a finished run that are missing, no longer match their recorded sha256, or were
+    never recorded (a summary whose ``artifacts`` map lacks a file it lists is not trusted)."""
+    base = Path(directory).resolve()
+    unrecorded = []
+    for path in summary.files.values():
+        try:
+            name = str(Path(path).resolve().relative_to(base))
+        except ValueError:
+            continue  # a file outside the run directory (none is written there)
+        if name not in summary.artifacts:
+            unrecorded.append(f"{name} (no recorded checksum)")
+    if not summary.artifacts:
+        unrecorded.append("(the summary records no artifact checksums)")
+    return unrecorded + [name for name, digest in summary.artifacts.items()
+                         if not (base / name).is_file() or file_sha256(base / name) != digest]
 
 
 def write_summary(summary: RunSummary, directory: str | Path) -> Path:

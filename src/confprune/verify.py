@@ -38,15 +38,24 @@ from .integrity import StreamingFingerprint, fingerprint, state_dict_checksum
 from .losses import Loss, make_loss
 
 PLAIN, ISSUER, FAILED = "VERIFIED", "VERIFIED WITH AN ISSUER-CHOSEN CALIBRATION SET", "NOT VERIFIED"
+#: CLI exit codes: a plain pass, not verified, cannot be checked, and verified with an issuer-chosen
+#: calibration set (every number re-derived, the choice of the set not auditable: never a plain pass).
+EXIT_CODES = {PLAIN: 0, FAILED: 1, "CANNOT BE CHECKED": 2, ISSUER: 3}
+#: Level of the held-out test of the claim (ours): verify fails when the points the issuer did not
+#: calibrate on reject "risk at λ̂ ≤ α" at this level. Small, because those points are not
+#: independent of the calibration set given a finite pool (docs/validation.md).
+HOLDOUT_LEVEL = 1e-3
 
 
 @dataclass(frozen=True)
 class Check:
-    """One re-derived field: its name, whether it agrees, and recorded vs recomputed."""
+    """One field: its name, whether it agrees, and recorded vs recomputed. ``recorded`` marks a
+    field that is reported as the issuer recorded it and not re-derived (latency, machine)."""
 
     name: str
     passed: bool
     detail: str
+    recorded: bool = False
 
 
 @dataclass
@@ -75,6 +84,10 @@ class VerificationReport:
         self.checks.append(Check(name, bool(passed), detail))
         return bool(passed)
 
+    def note(self, name: str, detail: str) -> None:
+        """A recorded field that verify reports but cannot re-derive (printed as RECORDED, not PASS)."""
+        self.checks.append(Check(name, True, detail, recorded=True))
+
     def expect(self, name: str, recorded: Any, recomputed: Any, same: bool | None = None) -> bool:
         """A field whose recorded value must equal the recomputed one."""
         if same is None:
@@ -83,7 +96,8 @@ class VerificationReport:
         return self.add(name, same, detail)
 
     def __str__(self) -> str:
-        lines = [f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.detail}" for c in self.checks]
+        lines = [f"{'RECORDED' if c.recorded else 'PASS' if c.passed else 'FAIL'}  {c.name}: {c.detail}"
+                 for c in self.checks]
         tail = f"certificate {self.status}"
         if self.status == ISSUER:
             tail += " (every number re-derived; how the issuer chose its calibration data cannot be audited)"
@@ -156,7 +170,8 @@ def _check_claim(cert: Mapping[str, Any], report: VerificationReport) -> bool:
     return ok
 
 
-def _calibration_indices(cert: Mapping[str, Any], n_points: int, report: VerificationReport) -> np.ndarray | None:
+def _calibration_indices(cert: Mapping[str, Any], n_points: int, report: VerificationReport,
+                         data_from_registry: bool) -> np.ndarray | None:
     from .calibrate import deployment_indices
 
     idx = np.asarray(cert["calibration_indices"], dtype=np.int64)
@@ -171,6 +186,10 @@ def _calibration_indices(cert: Mapping[str, Any], n_points: int, report: Verific
         report.add("calibration indices", same,
                    f"redrawn from pool size {draw['pool_size']}, n_cal {draw['n_cal']}, seed {draw['seed']}: "
                    + ("identical" if same else "DIFFERENT from the recorded indices"))
+        if not data_from_registry:  # a seed over points the issuer handed over: the points were still its choice
+            report.issuer_calibration = True
+            report.note("calibration source", "a seeded draw from data given to verify, not loaded from the dataset "
+                        "registry: which points the pool holds was the issuer's choice")
     elif draw.get("source") == "issuer":
         report.issuer_calibration = True
         report.add("calibration indices", True, f"issuer-chosen calibration set of {idx.size} points (selection not auditable)")
@@ -240,6 +259,8 @@ def verify_certificate(
     train_inputs: torch.Tensor | Callable[[], torch.Tensor] | None = None,
     trajectory: Mapping[str, torch.Tensor] | None = None,
     batch_size: int | None = None,
+    holdout: Any = None,
+    data_from_registry: bool = False,
 ) -> VerificationReport:
     """Re-derive a certificate from the dense ``model`` and ``data``; see the module docstring.
 
@@ -249,22 +270,27 @@ def verify_certificate(
     fixed-order DataLoader. ``score_inputs`` / ``train_inputs``: the training batch of a
     data-informed criterion, or the training set to redraw it from; ``trajectory``: M&U's
     statistics. ``loss``: only for custom (callable) losses. ``pruned_model``: the export (None
-    when nothing was certified). The model's train/eval mode is restored afterwards.
+    when nothing was certified). ``holdout``: data of the verifier's own (exchangeable with the
+    calibration data, never seen by the issuer) on which the claim is tested as well. The points of
+    ``data`` outside the calibration set are always tested (``HOLDOUT_LEVEL``).
+    ``data_from_registry``: True only when ``data`` was loaded from the dataset registry as the
+    certificate names it (the CLI does): a seeded draw is a plain pass only from data the
+    verifier identified; from data an issuer hands over it counts as issuer-chosen. The model's
+    train/eval mode is restored afterwards.
     """
     was_training = model.training
     try:
         return _verify(certificate, pruned_model, model, data, loss=loss, score_inputs=score_inputs,
-                       train_inputs=train_inputs, trajectory=trajectory, batch_size=batch_size)
+                       train_inputs=train_inputs, trajectory=trajectory, batch_size=batch_size, holdout=holdout,
+                       data_from_registry=data_from_registry)
     finally:
         model.train(was_training)
 
 
 def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *, loss: Any, score_inputs: Any,
-            train_inputs: Any, trajectory: Any, batch_size: int | None) -> VerificationReport:
+            train_inputs: Any, trajectory: Any, batch_size: int | None, holdout: Any,
+            data_from_registry: bool) -> VerificationReport:
     from .api import resolve_loss
-    from .stats import make_fwer, pvalues_from_losses, reject_on_grid
-    from .stats.fwer import certified_index
-    from .sweep import compute_loss_table
 
     t0 = time.perf_counter()
     report = VerificationReport()
@@ -281,7 +307,7 @@ def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *,
     batch = int(batch_size or cert.get("sweep", {}).get("batch_size") or 500)
     x, y, data_fp = _collect(data, batch)
     report.expect("data.data_fingerprint", cert["data"].get("data_fingerprint"), data_fp)
-    idx = _calibration_indices(cert, x.shape[0], report)
+    idx = _calibration_indices(cert, x.shape[0], report, data_from_registry)
     if idx is None:
         return _done(report, t0)
     # A seeded betting order permutes the issuer's set: its fingerprint is the set's, in index order.
@@ -297,36 +323,174 @@ def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *,
     # The losses, p-values and decision, at every grid point the procedure needs.
     grid = np.asarray(cert["grid"], dtype=np.float64)
     rows = _needed_rows(cert)
-    alpha, delta, j = cert["alpha"], cert["delta"], cert["lambda_index"]
     if cert.get("risks"):
-        p, risk = _recompute_risks(cert, model, family, grid[:rows], x, y, idx, batch, report)
+        found = _recompute_risks(cert, model, family, grid[:rows], x, y, idx, batch, report)
     else:
-        table = compute_loss_table(model, family, grid[:rows], (x, y), loss_obj, batch_size=batch, progress=False)
-        cal = table.losses[:, idx]
-        p = np.asarray(pvalues_from_losses(cert["bound"], cal, alpha, delta), dtype=np.float64)
-        risk = cal.astype(np.float64).sum(axis=1) / cal.shape[1]
+        found = _recompute_one(cert, model, family, grid[:rows], x, y, idx, batch, loss_obj, report)
+    if found is None:
+        return _done(report, t0)
+    decided = _check_decision(cert, found, grid, rows, report)
+    if decided >= 0:
+        report.recomputed_cal_risk = float(found.risk[decided])
+        report.expect("cal_risk", cert["cal_risk"], report.recomputed_cal_risk)
+        report.expect("sparsity_pool", cert["sparsity_pool"], family.sparsity(float(grid[decided])))
+        total = sum(t.numel() for t in model.parameters())
+        report.expect("sparsity_model", cert["sparsity_model"],
+                      int(round(family.sparsity(float(grid[decided])) * family.pool_size)) / total)
+        _check_holdout(cert, found, decided, idx, report)
+        if holdout is not None:
+            _check_verifier_data(found, model, family, float(grid[decided]), holdout, batch, loss_obj, report)
+    _check_export(cert, pruned_model, state, model, family, grid, decided, report)
+    _check_recorded_fields(cert, model, family, loss_obj, found, report)
+    if cert.get("cost"):
+        _check_cost(cert["cost"], model, family, grid, decided, x, report)
+    return _done(report, t0)
+
+
+@dataclass
+class _Recomputed:
+    """What verify recomputed from the model and the data, on the grid rows the decision needs."""
+
+    p: np.ndarray  # (rows,) the combined p-values
+    risk: np.ndarray  # (rows,) the first risk's calibration estimate
+    tables: dict[str, np.ndarray]  # (rows, N) loss tables by name, over every data point
+    dense: dict[str, np.ndarray]  # (N,) the dense model's own losses by table name
+    specs: list[Any]  # the risks (a single-risk certificate: one mean risk)
+
+
+def _recompute_one(cert: Mapping[str, Any], model: nn.Module, family: Any, grid: np.ndarray, x: torch.Tensor,
+                   y: torch.Tensor | None, idx: np.ndarray, batch: int, loss_obj: Loss,
+                   report: VerificationReport) -> _Recomputed:
+    """A single risk: its losses at the needed grid points, p-values with the recorded bound."""
+    from .stats import is_binary, pvalues_from_losses
+    from .stats.risks import RiskSpec
+    from .sweep import compute_loss_table
+
+    table = compute_loss_table(model, family, grid, (x, y), loss_obj, batch_size=batch, progress=False)
+    cal = table.losses[:, idx]
+    if cert["bound"] == "binomial" and not is_binary(table.losses):
+        report.add("bound", False, "binomial needs 0/1 losses, but the recomputed losses are fractional: use hb or wsr")
+    p = np.asarray(pvalues_from_losses(cert["bound"], cal, cert["alpha"], cert["delta"]), dtype=np.float64)
+    risk = cal.astype(np.float64).sum(axis=1) / cal.shape[1]
+    return _Recomputed(p, risk, {loss_obj.name: table.losses}, {loss_obj.name: table.dense_losses},
+                       [RiskSpec(loss_obj.name, cert["alpha"], cert["bound"])])
+
+
+def _check_decision(cert: Mapping[str, Any], found: _Recomputed, grid: np.ndarray, rows: int,
+                    report: VerificationReport) -> int:
+    """Every recomputed p-value against its record, and the FWER procedure's decision."""
+    from .stats import make_fwer, reject_on_grid
+    from .stats.fwer import certified_index
+
+    p = found.p
     recorded_p = np.asarray(cert["p_values"], dtype=np.float64)
     close = np.isclose(p, recorded_p[:rows], rtol=1e-12, atol=0)
     report.add("p_values", bool(close.all()),
                f"{rows} of {grid.size} grid points recomputed with the {cert['bound']} bound"
                + ("" if close.all() else f"; first difference at lambda={grid[int(np.argmin(close))]:g}: recorded "
                   f"{_show(recorded_p[int(np.argmin(close))])}, recomputed {_show(p[int(np.argmin(close))])}"))
-    report.expect("cal_risk_per_lambda", cert["cal_risk_per_lambda"][:rows], [float(r) for r in risk])
+    report.expect("cal_risk_per_lambda", cert["cal_risk_per_lambda"][:rows], [float(r) for r in found.risk])
     procedure = make_fwer(cert["fwer"], **cert.get("fwer_options", {}))
     p_all = np.concatenate([p, recorded_p[rows:]])  # rows the decision does not depend on
-    decided = int(certified_index(reject_on_grid(procedure, p_all, delta, n_grid=grid.size)))
-    report.expect("lambda_index", j, decided)
-    if decided >= 0:
-        report.recomputed_cal_risk = float(risk[decided])
-        report.expect("cal_risk", cert["cal_risk"], report.recomputed_cal_risk)
-        report.expect("sparsity_pool", cert["sparsity_pool"], family.sparsity(float(grid[decided])))
-        total = sum(t.numel() for t in model.parameters())
-        report.expect("sparsity_model", cert["sparsity_model"],
-                      int(round(family.sparsity(float(grid[decided])) * family.pool_size)) / total)
-    _check_export(cert, state, model, family, grid, decided, report)
-    if cert.get("cost"):
-        _check_cost(cert["cost"], model, family, grid, decided, x, report)
-    return _done(report, t0)
+    decided = int(certified_index(reject_on_grid(procedure, p_all, cert["delta"], n_grid=grid.size)))
+    report.expect("lambda_index", cert["lambda_index"], decided)
+    return decided
+
+
+def _claim_values(spec: Any, rows: Mapping[str, np.ndarray], dense: Mapping[str, np.ndarray]) -> tuple[np.ndarray, float]:
+    """The per-point values whose mean the claim bounds, at λ̂, and that bound: the loss and α, or
+    for the accuracy drop its shifted form (d + 1)/2 and (1 + α)/2."""
+    from .stats.risks import DROP, shifted_drop
+
+    if spec.loss == DROP:
+        return shifted_drop(rows[spec.table][None], dense[spec.table])[0], (1 + spec.alpha) / 2
+    return np.asarray(rows[spec.table], dtype=np.float64), float(spec.alpha)
+
+
+def _claim_test_pvalue(values: np.ndarray, alpha: float) -> float:
+    """One-sided p-value of "mean ≤ alpha" from m points in [0, 1]: exact binomial for 0/1 values,
+    else Hoeffding's KL bound exp(−m·h1(mean, alpha)) (1 when the mean is ≤ alpha)."""
+    from .stats import is_binary
+    from .stats.pvalues import binom_cdf, h1
+
+    m, mean = values.size, float(values.mean())
+    if is_binary(values[None]):
+        k = int(round(float(values.sum())))
+        return float(1.0 - binom_cdf(np.array(k - 1), m, alpha))
+    return 1.0 if mean <= alpha else float(np.exp(-m * h1(min(mean, 1.0), alpha)))
+
+
+def _test_claim(label: str, specs: list[Any], rows: Mapping[str, np.ndarray], dense: Mapping[str, np.ndarray],
+                report: VerificationReport) -> None:
+    """Test the claimed risks at λ̂ on points the issuer did not calibrate on (see HOLDOUT_LEVEL)."""
+    for spec in specs:
+        if spec.per_class:
+            report.note(f"{label}[{spec.name}]", "per-class risks are not tested on held-out points")
+            continue
+        values, level = _claim_values(spec, rows, dense)
+        p = _claim_test_pvalue(values, level)
+        report.add(f"{label}[{spec.name}]", p >= HOLDOUT_LEVEL,
+                   f"{'mean drop' if spec.loss == 'accuracy_drop' else 'risk'} at lambda_hat on {values.size} points "
+                   f"the issuer did not calibrate on: {2 * values.mean() - 1 if spec.loss == 'accuracy_drop' else values.mean():.4g}; "
+                   f"one-sided p = {p:.3g} for the claim (" + ("not rejected" if p >= HOLDOUT_LEVEL else "REJECTED")
+                   + f" at level {HOLDOUT_LEVEL:g})")
+
+
+def _check_holdout(cert: Mapping[str, Any], found: _Recomputed, decided: int, idx: np.ndarray,
+                   report: VerificationReport) -> None:
+    """The claim tested on the data points outside the calibration set (the pool's complement),
+    and the recorded holdout risk recomputed. A seed searched for after seeing the losses can
+    make a false claim pass calibration; it cannot make the other points agree with it."""
+    n_points = next(iter(found.tables.values())).shape[1]
+    rest = np.setdiff1d(np.arange(n_points), idx)
+    if rest.size == 0:
+        report.note("holdout test", "no held-out points (the calibration set is all the data): the claim is not "
+                    "tested on other data")
+        return
+    _test_claim("holdout test", found.specs, {k: t[decided, rest] for k, t in found.tables.items()},
+                {k: d[rest] for k, d in found.dense.items()}, report)
+    if cert.get("holdout_risk") is not None:
+        first = found.tables[found.specs[0].table]
+        report.expect("holdout_risk", cert["holdout_risk"], float(first[decided, rest].mean(dtype=np.float64)),
+                      same=bool(np.isclose(cert["holdout_risk"], first[decided, rest].mean(dtype=np.float64),
+                                           rtol=1e-6, atol=1e-9)))  # recorded as a float32 mean
+
+
+def _check_verifier_data(found: _Recomputed, model: nn.Module, family: Any, lam: float, data: Any, batch: int,
+                         loss_obj: Loss, report: VerificationReport) -> None:
+    """The claim tested on data the verifier supplies (never seen by the issuer)."""
+    from .sweep import compute_loss_tables
+
+    names = list(found.tables)
+    losses = [loss_obj if n == loss_obj.name else make_loss(n) for n in names]
+    tables = compute_loss_tables(model, family, [lam], data, losses, batch_size=batch, progress=False)
+    _test_claim("verifier data test", found.specs, {n: t.losses[0] for n, t in zip(names, tables, strict=True)},
+                {n: t.dense_losses for n, t in zip(names, tables, strict=True)}, report)
+
+
+def _check_recorded_fields(cert: Mapping[str, Any], model: nn.Module, family: Any, loss_obj: Loss,
+                           found: _Recomputed, report: VerificationReport) -> None:
+    """Fields besides the decision: each re-derived where it can be, else reported as recorded."""
+    from .losses import LOSSES
+    from .stats import is_binary
+
+    rec = cert["pruning"]
+    for key in ("criterion", "scope", "structure"):
+        if key in rec:
+            report.expect(f"pruning.{key}", rec[key], getattr(family, key))
+    if "model_parameters" in rec:
+        report.expect("pruning.model_parameters", rec["model_parameters"], sum(t.numel() for t in model.parameters()))
+    first = found.specs[0]
+    if cert.get("risks"):
+        report.expect("alpha (the first risk's)", cert["alpha"], first.alpha)
+        report.expect("loss.name (the first risk's table)", cert["loss"]["name"], first.table)
+    binary = LOSSES[loss_obj.name].binary if loss_obj.name in LOSSES else bool(is_binary(found.tables[first.table]))
+    if "binary" in cert["loss"] and (loss_obj.name in LOSSES or cert["loss"]["binary"]):
+        report.expect("loss.binary", cert["loss"]["binary"], binary)
+    info = cert.get("model") or {}
+    kept = {k: info[k] for k in ("name", "seed", "cache_key", "checkpoint") if k in info}
+    if kept:
+        report.note("model", f"{_show(kept)} as recorded (the dense checksum above is what identifies the model)")
 
 
 def _check_cost(cost: Mapping[str, Any], model: nn.Module, family: Any, grid: np.ndarray, decided: int, x: torch.Tensor,
@@ -345,12 +509,14 @@ def _check_cost(cost: Mapping[str, Any], model: nn.Module, family: Any, grid: np
     latency = (cost.get("deploy") or {}).get("latency")
     if latency:
         where = (cost.get("machine") or {}).get("cpu", "the issuer's machine")
-        report.add("cost.latency", True, f"measured by the issuer on {where} (not re-derivable here): "
-                   + ", ".join(f"{k} {1e3 * v['median_s']:.2f} ms" for k, v in latency.items() if k.startswith("batch_")))
+        report.note("cost.latency", f"measured by the issuer on {where} (not re-derivable here): "
+                    + ", ".join(f"{k} {1e3 * v['median_s']:.2f} ms" for k, v in latency.items() if k.startswith("batch_")))
+    if cost.get("machine"):
+        report.note("cost.machine", _show(cost["machine"]))
 
 
 def _recompute_risks(cert: Mapping[str, Any], model: nn.Module, family: Any, grid: np.ndarray, x: torch.Tensor,
-                     y: torch.Tensor | None, idx: np.ndarray, batch: int, report: VerificationReport) -> tuple[np.ndarray, np.ndarray]:
+                     y: torch.Tensor | None, idx: np.ndarray, batch: int, report: VerificationReport) -> _Recomputed | None:
     """Several risks: every risk's p-values (each compared with its record) and the combined ones."""
     from .stats.risks import RiskSpec, calibrate_risks
     from .sweep import compute_loss_tables
@@ -363,17 +529,22 @@ def _recompute_risks(cert: Mapping[str, Any], model: nn.Module, family: Any, gri
     arrays = {n: t.losses for n, t in zip(names, tables, strict=True)}
     dense = {n: t.dense_losses for n, t in zip(names, tables, strict=True)}  # the drop's reference: the dense model
     labels = None if y is None else y.cpu().numpy()
-    cal, each = calibrate_risks(arrays, specs, idx, delta=cert["delta"], labels=labels, dense=dense)
+    try:
+        cal, each = calibrate_risks(arrays, specs, idx, delta=cert["delta"], labels=labels, dense=dense)
+    except ValueError as err:  # e.g. a binomial bound recorded for a fractional loss
+        report.add("risks", False, f"the recorded risks cannot be recomputed as recorded: {err}")
+        return None
     for r in cert["risks"]:
         got = each[r["name"]]
         report.add(f"risks[{r['name']}].p_values", bool(np.allclose(got, r["p_values"][: got.size], rtol=1e-12, atol=0)),
                    f"{got.size} grid points recomputed with {r['bound']}")
-    return cal.p_values, cal.risk
+    return _Recomputed(cal.p_values, cal.risk, arrays, dense, specs)
 
 
-def _check_export(cert: Mapping[str, Any], state: dict[str, torch.Tensor] | None, model: nn.Module, family: Any,
-                  grid: np.ndarray, decided: int, report: VerificationReport) -> None:
-    """The exported model must be, tensor for tensor, the family's pruned model at λ̂."""
+def _check_export(cert: Mapping[str, Any], exported: Any, state: dict[str, torch.Tensor] | None, model: nn.Module,
+                  family: Any, grid: np.ndarray, decided: int, report: VerificationReport) -> None:
+    """The exported model must be, tensor for tensor, the family's pruned model at λ̂ — and a
+    physically smaller export must rebuild into the same modules (types, shapes, eps, padding…)."""
     if decided < 0:
         report.add("pruned model", state is None, "nothing certified, and no pruned model given" if state is None
                    else "nothing is certified, yet a pruned model was given")
@@ -393,6 +564,31 @@ def _check_export(cert: Mapping[str, Any], state: dict[str, torch.Tensor] | None
             report.add("pruned model", False, f"tensor {name!r} differs from the rebuilt pruned model (max |diff| {diff:g})")
             return
     report.add("pruned model", True, f"all {len(expected)} tensors equal the family's pruned model at lambda={grid[decided]:g}")
+    _check_modules(exported, model, family, float(grid[decided]), report)
+
+
+def _check_modules(exported: Any, model: nn.Module, family: Any, lam: float, report: VerificationReport) -> None:
+    """A physically smaller export is rebuilt by users from its module records: they must be the
+    records of the family's own pruned module, rebuilt here from the dense model, not from the file."""
+    from .compact import PRUNED_FORMAT, _module_records, _plain
+
+    if family.structure != "channel":
+        return
+    if not isinstance(exported, (str, Path)):
+        report.note("pruned model modules", "a state_dict was given, not the exported file: its module records "
+                    "(what users rebuild the smaller model from) were not checked")
+        return
+    payload = torch.load(exported, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != PRUNED_FORMAT:
+        report.add("pruned model modules", False, f"{exported} is not a physically pruned module file ({PRUNED_FORMAT})")
+        return
+    want = _plain(_module_records(family.pruned_model(model, lam)))
+    got = _plain(payload.get("modules"))
+    bad = sorted(k for k in set(want) | set(got or {}) if (got or {}).get(k) != want.get(k))
+    report.add("pruned model modules", not bad,
+               f"all {len(want)} module records equal the family's pruned module" if not bad else
+               f"module records differ from the family's pruned module at {bad[:3]}: recorded "
+               f"{_show((got or {}).get(bad[0]))}, rebuilt {_show(want.get(bad[0]))}")
 
 
 def _done(report: VerificationReport, t0: float) -> VerificationReport:
@@ -404,41 +600,76 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m confprune.verify",
         description="Re-derive a confprune certificate from the dense model and the data (see the README: "
-                    "'What a certificate proves'). Exit 0: verified; 1: not verified; 2: cannot be checked.",
+                    "'What a certificate proves'). Exit 0: verified; 1: not verified; 2: cannot be checked; "
+                    "3: verified with an issuer-chosen calibration set (not a plain pass).",
     )
     parser.add_argument("certificate")
     parser.add_argument("pruned_model", nargs="?", help="the exported pruned_model.pt (omit when nothing was certified)")
     parser.add_argument("--data-dir", default=os.environ.get("CONFPRUNE_DATA_DIR", "data"),
                         help="where datasets are read from (and fetched into, if missing): never the certificate's")
+    parser.add_argument("--dataset-root", help="your copy of a dataset that lives under its own root (real PolypGen): "
+                        "never the folder the certificate names")
     parser.add_argument("--dense", help="dense checkpoint (default: the one the certificate names; read only)")
     args = parser.parse_args(argv)
+    try:
+        model, blob, data = _cli_inputs(args)
+    except _CannotCheck as err:
+        print(f"confprune.verify: {err}", file=sys.stderr)
+        return EXIT_CODES["CANNOT BE CHECKED"]
+    try:
+        report = verify_certificate(
+            args.certificate, args.pruned_model, model.eval(), (data.pool_inputs, data.pool_targets),
+            train_inputs=lambda: data.train_inputs, trajectory=dict(blob.get("trajectory", {})) or None,
+            data_from_registry=True,
+        )
+    except (KeyError, TypeError, IndexError, AttributeError) as err:  # a field of the wrong type or shape
+        print(f"confprune.verify: cannot be checked: malformed certificate ({type(err).__name__}: {err})", file=sys.stderr)
+        return EXIT_CODES["CANNOT BE CHECKED"]
+    cert = load_certificate(args.certificate)
+    report.expect("data.synthetic", cert["data"].get("synthetic"), data.synthetic)
+    report.expect("data.description", cert["data"].get("description"), data.description)
+    print(report)
+    return EXIT_CODES[report.status]
+
+
+class _CannotCheck(Exception):
+    """The inputs a verification needs are missing or unreadable (exit 2)."""
+
+
+def _cli_inputs(args: argparse.Namespace) -> tuple[nn.Module, Mapping[str, Any], Any]:
+    """The dense model (from the checkpoint), its blob and the dataset, as the verifier names them."""
     from .data import load_dataset
     from .models import build_model
 
     try:
         cert = load_certificate(args.certificate)
     except (OSError, ValueError) as err:
-        print(f"confprune.verify: {err}", file=sys.stderr)
-        return 2
+        raise _CannotCheck(err) from None
     if "config" not in cert.get("model", {}):
-        print("confprune.verify: this certificate does not record a model config (made by confprune.certify?): "
-              "use confprune.verify_certificate(...) from Python with your dense model and data", file=sys.stderr)
-        return 2
+        raise _CannotCheck("this certificate does not record a model config (made by confprune.certify?): use "
+                           "confprune.verify_certificate(...) from Python with your dense model and data")
+    if args.pruned_model and not Path(args.pruned_model).is_file():
+        raise _CannotCheck(f"pruned model {args.pruned_model} not found")
     ckpt = Path(args.dense or cert["model"].get("checkpoint", ""))
     if not ckpt.is_file():
-        print(f"confprune.verify: dense checkpoint {ckpt} not found: pass --dense <checkpoint.pt>", file=sys.stderr)
-        return 2
-    model = build_model(cert["model"]["config"])
-    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
-    model.load_state_dict(blob["state_dict"] if "state_dict" in blob else blob)
-    dataset = {**cert["data"]["dataset"], "data_dir": args.data_dir}
-    data = load_dataset(dataset)
-    report = verify_certificate(
-        cert, args.pruned_model, model.eval(), (data.pool_inputs, data.pool_targets),
-        train_inputs=lambda: data.train_inputs, trajectory=dict(blob.get("trajectory", {})) or None,
-    )
-    print(report)
-    return 0 if report.ok else 1
+        raise _CannotCheck(f"dense checkpoint {ckpt} not found: pass --dense <checkpoint.pt>")
+    try:
+        model = build_model(cert["model"]["config"])
+        blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.load_state_dict(blob["state_dict"] if "state_dict" in blob else blob)
+    except Exception as err:  # noqa: BLE001 - any failure to read the checkpoint means it cannot be checked
+        raise _CannotCheck(f"dense checkpoint {ckpt} cannot be loaded: {str(err).splitlines()[0]}") from None
+    spec = dict(cert["data"].get("dataset") or {})
+    if spec.get("root") is not None and not args.dataset_root:
+        raise _CannotCheck(f"the certificate's data live under their own root ({spec['root']}); verify reads only "
+                           "data you name: pass --dataset-root <your copy>")
+    if "root" in spec:
+        spec["root"] = args.dataset_root
+    try:
+        data = load_dataset({**spec, "data_dir": args.data_dir})
+    except Exception as err:  # noqa: BLE001 - the dataset cannot be had: nothing to check against
+        raise _CannotCheck(f"the certificate's dataset cannot be loaded: {str(err).splitlines()[0]}") from None
+    return model, blob, data
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from .ltt import (
     reject_on_grid,
     split_pvalues,
 )
-from .pvalues import BOUNDS, NEEDS_SEQUENCE, pvalues_from_sums
+from .pvalues import BINARY_ONLY, BOUNDS, NEEDS_SEQUENCE, pvalues_from_sums
 
 DROP = "accuracy_drop"
 
@@ -82,6 +82,9 @@ class RiskSpec:
         bound = ("binomial" if is_binary(losses) else "hb") if self.bound == "auto" else self.bound
         if bound not in BOUNDS:
             raise ValueError(f"risk {self.loss}: bound={bound!r} is not allowed; choose auto or {', '.join(BOUNDS)}")
+        if bound in BINARY_ONLY and not is_binary(losses):
+            raise ValueError(f"risk {self.loss}: bound={bound!r} needs 0/1 losses, but the {self.table} table is "
+                             "fractional; use hb or wsr")
         if self.per_class and bound in NEEDS_SEQUENCE:
             raise ValueError(f"risk {self.loss} per class: bound={bound!r} is not supported; use binomial, hoeffding, bentkus or hb")
         if not 0 < self.alpha < 1:
