@@ -270,3 +270,128 @@ def test_a_one_shot_generator_of_batches_is_refused_not_half_read():
         confprune.certify(model, ((x[i:i + 100], y[i:i + 100]) for i in range(0, 600, 100)), measure_cost=False)
     res = confprune.certify(model, [(x[i:i + 100], y[i:i + 100]) for i in range(0, 600, 100)], measure_cost=False)
     assert res.calibration.n == 600
+
+
+# ------------------------------------------------------------------ refused before any work
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["calibration.split_seed=-1"], "calibration.split_seed"),
+    (["experiment=pareto_mnist", "knobs.validation_reps=0"], "knobs.validation_reps"),
+    (["model.hidden=0"], "model"),
+    (["model.channels=[]"], "model"),
+    (["model.dropout=2.0"], "model"),
+    (["trainer.weight_decay=-1"], "trainer.weight_decay"),
+    (["pruning=mu_updates", "trainer.trajectory.track_updates=false"], "trainer.trajectory.track_updates"),
+    (["dataset.pool_limit=-5"], "dataset.pool_limit"),
+    (["dataset.train_limit=0"], "dataset.train_limit"),
+])
+def test_late_failures_are_refused_at_the_door(compose, overrides, key):
+    from confprune.errors import ConfigError
+    from confprune.schema import check_config
+
+    _, cfg = compose(["experiment=mnist_smoke", *overrides])
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert err.value.key == key, str(err.value)
+
+
+def test_wandb_online_without_a_key_is_refused(compose, monkeypatch, tmp_path):
+    from confprune.errors import ConfigError
+    from confprune.schema import check_config
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _, cfg = compose(["experiment=mnist_smoke", "logger=wandb", "logger.mode=online"])
+    with pytest.raises(ConfigError, match="logger.mode"):
+        check_config(cfg)
+
+
+def test_empty_knobs_and_meta_models_are_refused_at_once():
+    from confprune.multiknob import certify_pareto
+
+    model = nn.Sequential(nn.Linear(4, 3))
+    x = torch.randn(50, 4)
+    y = torch.zeros(50, dtype=torch.long)
+    with pytest.raises(OptionError, match="knobs"):
+        certify_pareto(model, (x, y), knobs=[], risks=[])
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(OptionError, match="meta device"):
+        confprune.certify(meta, (x, y))
+
+
+def test_a_write_that_torch_reports_as_a_runtime_error_is_an_os_error(tmp_path):
+    from confprune.cache import atomic_write, cached
+
+    def failing(tmp: str) -> None:
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: "
+                           "file write failed")
+
+    with pytest.raises(OSError, match="could not write"):
+        atomic_write(tmp_path / "model.pt", failing)
+    assert not list(tmp_path.iterdir())  # no temp file left behind
+    value, from_cache = cached(tmp_path / "entry.pt", lambda p: None, lambda: 42, lambda v, tmp: failing(tmp), "model")
+    assert value == 42 and not from_cache  # computed, kept in memory, not lost
+
+
+def test_a_single_run_into_a_running_multiruns_job_directory_is_refused(tmp_path):
+    from filelock import FileLock
+
+    from confprune.errors import ConfigError
+    from confprune.guard import LOCK, directory_lock
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    held = FileLock(str(sweep / LOCK))
+    held.acquire()
+    try:
+        with pytest.raises(ConfigError, match="running confprune multirun"):
+            with directory_lock(sweep / "0"):
+                pass
+    finally:
+        held.release()
+    with directory_lock(sweep / "0"):  # once the multirun is over, the job directory can be used
+        pass
+
+
+def test_a_polyp_tree_with_a_missing_mask_or_a_truncated_image_says_which_file(tmp_path):
+    from confprune.data.polyp import PolypDataError, generate_synthetic, load_pair, list_samples
+
+    root = generate_synthetic(tmp_path / "polyp", n_per_centre=2, n_sequences=0)
+    samples = list_samples(root, [1])
+    samples[0].image.write_bytes(samples[0].image.read_bytes()[:200])  # truncated JPEG
+    with pytest.raises(PolypDataError, match=samples[0].image.name):
+        load_pair(samples[0], 32)
+    samples[1].mask.unlink()
+    with pytest.raises(PolypDataError, match="has no mask"):
+        list_samples(root, [1])
+
+
+def test_a_model_trained_on_the_calibration_data_is_caught_when_the_training_set_is_given(channel_export):
+    model, x, y, res, out = channel_export
+    cert, exported = out / "certificate.json", out / "pruned_model.pt"
+    clean = confprune.verify_certificate(cert, exported, model, (x, y), train_inputs=torch.randn(300, 1, 8, 8))
+    assert "training data disjoint from the data" not in failed(clean), str(clean)
+    leaked = confprune.verify_certificate(cert, exported, model, (x, y), train_inputs=torch.cat([x[:50], x[:50] * 2]))
+    assert failed(leaked) == {"training data disjoint from the data"}
+    unknown = confprune.verify_certificate(cert, exported, model, (x, y))
+    assert "RECORDED  training data: not given" in str(unknown)
+
+
+def test_moving_the_cache_or_data_directory_keeps_the_config_hash(compose, tmp_path):
+    from confprune.run import config_hash
+
+    _, a = compose(["experiment=mnist_smoke"])
+    _, b = compose(["experiment=mnist_smoke", f"paths.cache_dir={tmp_path}/c", f"paths.data_dir={tmp_path}/d"])
+    _, c = compose(["experiment=mnist_smoke", "calibration.alpha=0.2"])
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+
+
+def test_the_runs_loss_table_is_byte_reproducible(smoke_run, compose, tmp_path):
+    from confprune.pipeline import run
+
+    _, cfg = compose(SMOKE, tmp_path)
+    run(cfg, tmp_path)  # the same config again (the table now comes from the cache)
+    assert (tmp_path / "losses.npz").read_bytes() == (smoke_run / "losses.npz").read_bytes()

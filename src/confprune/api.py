@@ -299,6 +299,9 @@ def certify(
     if bound != "auto" and bound not in BOUNDS:
         raise OptionError("bound", bound, f"auto or one of {', '.join(BOUNDS)}")
     procedure = make_fwer(fwer)
+    if any(p.is_meta for p in model.parameters()):
+        raise OptionError("model", type(model).__name__, "a model with real weights (its parameters are on the meta "
+                          "device: load a checkpoint into it first, e.g. with load_state_dict(..., assign=True))")
     grid = np.asarray(lambdas, dtype=np.float64)
     if grid.ndim != 1 or grid.size == 0 or np.any(np.diff(grid) <= 0) or grid[0] < 0 or grid[-1] >= 1:
         raise OptionError("lambdas", list(lambdas), "a strictly increasing grid in [0, 1)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
@@ -59,6 +60,12 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             raise NoSpaceError(path) from err
+        if isinstance(err, RuntimeError) and "write" in str(err).lower():
+            # torch.save reports a full disk (or any failed write) as a RuntimeError of its stream
+            # writer: an OSError here, so that callers keep what they computed (cache: in memory).
+            if shutil.disk_usage(path.parent).free < 2**20:
+                raise NoSpaceError(path) from err
+            raise OSError(errno.EIO, f"could not write {path}: {str(err).splitlines()[0]}") from err
         raise
 
 

@@ -65,10 +65,27 @@ def check_job(cfg: DictConfig, output_dir: str | Path) -> None:
 
 @contextmanager
 def directory_lock(directory: str | Path) -> Iterator[None]:
-    """Hold ``<directory>/.confprune.lock``; refuse at once when another process holds it."""
+    """Hold ``<directory>/.confprune.lock``; refuse at once when another process holds it, or holds
+    the lock of a directory above it (a running multirun's sweep directory: a single run into one
+    of its job directories would replace that job's results)."""
     path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path / LOCK))
+    for above in path.resolve().parents:
+        if (above / LOCK).is_file():
+            held = FileLock(str(above / LOCK))
+            try:
+                held.acquire(timeout=0)
+            except Timeout:
+                raise ConfigError("hydra output dir", str(path), f"a directory outside {above}, which a running "
+                                  "confprune multirun holds (it is locked)") from None
+            held.release()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path / LOCK))
+        lock_file = open(path / LOCK, "a")  # noqa: SIM115 - only to learn now whether it can be written
+        lock_file.close()
+    except OSError as err:
+        raise ConfigError("hydra output dir", str(path), f"a directory this user can write ({err.strerror or err}): "
+                          "set hydra.run.dir / hydra.sweep.dir or CONFPRUNE_OUTPUT_ROOT") from None
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -94,6 +111,13 @@ class RunGuard(Callback):
             self._lock.__enter__()
         except ConfigError as err:
             refuse(err)
+        except Exception as err:  # noqa: BLE001 - Hydra turns a callback's exception into a warning and runs
+            # the job anyway (unchecked, unlocked): any failure of the check stops it here instead.
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"confprune: the config check failed before the run started: {type(err).__name__}: "
+                  f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}", file=sys.stderr)
+            sys.exit(2)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self._lock is not None:

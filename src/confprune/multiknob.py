@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import OptionError
 from .losses import make_loss
 from .pruning import build_family
 from .stats.pareto import ParetoResult, pareto_test
@@ -187,6 +188,10 @@ def knob_tables(
     """One sweep per knob (every risk's loss from the same pass) and every configuration's cost."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is not allowed; choose {', '.join(OBJECTIVES)}")
+    if not knobs:
+        raise OptionError("knobs", list(knobs), "at least one Knob (one pruning family)")
+    if not risks:
+        raise OptionError("risks", list(risks), "at least one RiskSpec")
     for r in risks:  # before any sweep: a drop bound Pareto testing cannot use
         if r.loss == DROP:
             _mean_bound(r, np.zeros((1, 1)))

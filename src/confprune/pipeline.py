@@ -150,7 +150,7 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
         table, table_cached = loss_table(cfg, dense, family, data, loss, grid, draws)
         tables = {loss.name: table, **{r.table: loss_table(cfg, dense, family, data, make_loss(r.table), grid, draws)[0]
                                       for r in risks or [] if r.table != loss.name}}
-    table.save(out / "losses.npz")
+    table.save(out / "losses.npz", timing=False)  # byte-reproducible: timings are in summary.json
     with timer("validation"):
         validation = split_validation(cfg, table, draws, risks, tables, data)
     write_splits(out / "splits.csv", split_columns(table, validation.splits))

@@ -69,9 +69,12 @@ def to_config(cfg: DictConfig) -> Config:
 
 
 def config_hash(cfg: Config) -> str:
-    """Hash of the resolved config minus where it is written: equal hashes, equal results."""
+    """Hash of the resolved config minus where things are (output, cache and data directories:
+    moving one must not turn a finished run into "another config"; the data are fingerprinted in
+    the run's outputs): equal hashes, equal results."""
     plain = asdict(cfg)
-    plain["paths"] = {k: v for k, v in plain["paths"].items() if k not in ("output_dir", "output_root")}
+    plain.pop("paths", None)
+    plain["dataset"] = {k: v for k, v in plain["dataset"].items() if k != "data_dir"}
     plain.pop("logger", None)
     plain["sweep"] = {k: v for k, v in plain["sweep"].items() if k != "progress"}
     return content_key({"kind": "run", "config": plain})
@@ -289,9 +292,10 @@ def _user_facing(err: BaseException) -> bool:
     diverged training): printed as one line, without a traceback."""
     from .cache import NoSpaceError
     from .data.idx import IdxDataError, IdxFormatError
+    from .data.polyp import PolypDataError
     from .train import TrainingDiverged
 
-    return isinstance(err, (NoSpaceError, IdxDataError, IdxFormatError, TrainingDiverged))
+    return isinstance(err, (NoSpaceError, IdxDataError, IdxFormatError, PolypDataError, TrainingDiverged))
 
 
 if __name__ == "__main__":

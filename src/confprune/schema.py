@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,6 +278,8 @@ def _built(group: str, build: Callable[[], Any]) -> Any:
         return build()
     except OptionError as err:
         raise ConfigError(f"{group}.{err.key}", err.value, err.allowed) from None
+    except OSError as err:  # files a group names that cannot be read (a dataset tree with a missing mask)
+        raise ConfigError(group, str(getattr(err, "filename", None) or group), f"readable files ({err})") from None
 
 
 def check_config(cfg: Config) -> list[float]:
@@ -302,6 +305,8 @@ def _check_calibration(cal: CalibrationConfig) -> list[float]:
     for key, value, lo in (("n_cal", cal.n_cal, 1), ("n_test", cal.n_test, 0), ("n_splits", cal.n_splits, 1)):
         if not isinstance(value, int) or value < lo:
             raise ConfigError(f"calibration.{key}", value, f"an integer ≥ {lo}")
+    if isinstance(cal.split_seed, bool) or not isinstance(cal.split_seed, int) or not 0 <= cal.split_seed < 2**32:
+        raise ConfigError("calibration.split_seed", cal.split_seed, "an integer in [0, 2^32)")
     return calibration_grid(cal)
 
 
@@ -359,6 +364,9 @@ def _check_knobs(cfg: Config) -> None:
         check_pruning_options({k: v for k, v in fam.items() if k != "quantize"}, group=f"knobs.families[{i}]")
     if cfg.sweep.early_stop:
         raise ConfigError("sweep.early_stop", True, "false with knobs (Pareto testing needs every configuration)")
+    reps = knobs.validation_reps
+    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
+        raise ConfigError("knobs.validation_reps", reps, "an integer ≥ 1")
 
 
 def _check_factory_groups(cfg: Config) -> None:
@@ -376,6 +384,10 @@ def _check_factory_groups(cfg: Config) -> None:
     _choice("dataset.name", cfg.dataset.get("name"), DATASETS)
     entry = DATASETS[cfg.dataset["name"]]
     check_options("dataset", entry.load, dataset_options(cfg.dataset), what=f"dataset {cfg.dataset['name']!r}")
+    for key, value in dataset_options(cfg.dataset).items():  # a limit of 0 or below trains or certifies nothing
+        if key.endswith("_limit") and value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                                             or value < 1):
+            raise ConfigError(f"dataset.{key}", value, "a positive integer, or null (no limit)")
     n_pool = _built("dataset", lambda: pool_size(cfg.dataset))
     if n_pool is not None and cal.n_cal + cal.n_test > n_pool:
         raise ConfigError("calibration.n_cal + calibration.n_test", cal.n_cal + cal.n_test,
@@ -428,7 +440,16 @@ def _check_model_fits(cfg: Config) -> None:
     from .pruning import check_family_fits
 
     name = cfg.model["name"]
-    model = MODELS[name](**{k: v for k, v in cfg.model.items() if k != "name"})
+    options = {k: v for k, v in cfg.model.items() if k != "name"}
+    try:
+        model = MODELS[name](**options)
+    except (ValueError, TypeError, RuntimeError, IndexError) as err:
+        raise ConfigError("model", options, f"options that build model {name!r} (it fails: "
+                          f"{str(err).strip().splitlines()[0]})") from None
+    empty = [(n, tuple(p.shape)) for n, p in model.named_parameters() if p.numel() == 0]
+    if empty:
+        raise ConfigError("model", options, f"options that give every layer of {name!r} at least one unit "
+                          f"({empty[0][0]} has shape {empty[0][1]})")
     check_family_fits(model, cfg.pruning, name, group="pruning")
     entry = DATASETS[cfg.dataset["name"]]
     shape = _built("dataset", lambda: entry.input_shape(**dataset_options(cfg.dataset)))
@@ -446,6 +467,18 @@ def _check_model_fits(cfg: Config) -> None:
                           f"{tuple(want)} per sample (this one gives {got})")
 
 
+def _wandb_key() -> bool:
+    """Whether W&B finds an API key here (the environment or a netrc entry), without importing wandb."""
+    import netrc
+
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 def _check_training_and_sweep(cfg: Config) -> None:
     _choice("logger.name", cfg.logger.name, ["none", "wandb"])
     _choice("logger.mode", cfg.logger.mode, ["offline", "online", "disabled"])
@@ -457,6 +490,15 @@ def _check_training_and_sweep(cfg: Config) -> None:
         raise ConfigError("trainer.trajectory.last_k_epochs", traj.last_k_epochs, f"an integer in [1, trainer.epochs={cfg.trainer.epochs}]")
     if cfg.pruning.get("criterion") == "mu" and not traj.enabled:
         raise ConfigError("trainer.trajectory.enabled", False, "true with pruning.criterion=mu (M&U needs the weight trajectory)")
+    if cfg.pruning.get("criterion") == "mu" and cfg.pruning.get("sigma") == "updates" and not traj.track_updates:
+        raise ConfigError("trainer.trajectory.track_updates", False,
+                          "true with pruning.sigma=updates (the σ̂ of the updates is tracked during training)")
+    wd = cfg.trainer.weight_decay
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not (math.isfinite(wd) and wd >= 0):
+        raise ConfigError("trainer.weight_decay", wd, "a finite number ≥ 0")
+    if cfg.logger.name == "wandb" and cfg.logger.mode == "online" and not _wandb_key():
+        raise ConfigError("logger.mode", "online", "offline or disabled (no W&B API key here: set WANDB_API_KEY or "
+                          "run `wandb login`; offline runs can be synced later)")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         value = getattr(cfg.trainer, key)
         if not isinstance(value, int) or value < (0 if key == "epochs" else 1):

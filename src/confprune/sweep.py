@@ -71,15 +71,17 @@ class LossTable:
     def complete(self) -> bool:
         return self.losses.shape[0] == self.grid.shape[0]
 
-    def save(self, path: str | Path | BinaryIO, pool_indices: np.ndarray | None = None, key: str = "") -> None:
+    def save(self, path: str | Path | BinaryIO, pool_indices: np.ndarray | None = None, key: str = "",
+             timing: bool = True) -> None:
         """Write ``losses.npz`` (lambdas, sparsity, losses, pool indices, grid, aux_*); a path is
-        written atomically."""
+        written atomically. ``timing=False`` leaves out the measured seconds, so that the same
+        table gives the same bytes on every run (a run's ``losses.npz``)."""
         if isinstance(path, (str, Path)):
             from .cache import atomic_write
 
             def write(tmp: str) -> None:
                 with open(tmp, "wb") as fh:
-                    self.save(fh, pool_indices, key)
+                    self.save(fh, pool_indices, key, timing)
 
             atomic_write(path, write)
             return
@@ -92,7 +94,7 @@ class LossTable:
             pool_indices=np.arange(n) if pool_indices is None else pool_indices,
             grid=self.grid,
             cache_key=np.array(key),
-            timing=np.array([self.seconds, self.dense_seconds]),
+            **({"timing": np.array([self.seconds, self.dense_seconds])} if timing else {}),
             data_fingerprint=np.array(self.data_fingerprint),
             batch_size=np.array(self.batch_size),
             **({} if self.dense_losses is None else {"dense_losses": self.dense_losses}),

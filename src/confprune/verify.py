@@ -342,6 +342,7 @@ def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *,
             _check_verifier_data(found, model, family, float(grid[decided]), holdout, batch, loss_obj, report)
     _check_export(cert, pruned_model, state, model, family, grid, decided, report)
     _check_recorded_fields(cert, model, family, loss_obj, found, report)
+    _check_disjoint(x, train_inputs, report)
     if cert.get("cost"):
         _check_cost(cert["cost"], model, family, grid, decided, x, report)
     return _done(report, t0)
@@ -466,6 +467,28 @@ def _check_verifier_data(found: _Recomputed, model: nn.Module, family: Any, lam:
     tables = compute_loss_tables(model, family, [lam], data, losses, batch_size=batch, progress=False)
     _test_claim("verifier data test", found.specs, {n: t.losses[0] for n, t in zip(names, tables, strict=True)},
                 {n: t.dense_losses for n, t in zip(names, tables, strict=True)}, report)
+
+
+def _check_disjoint(x: torch.Tensor, train_inputs: Any, report: VerificationReport) -> None:
+    """The claim's premise: the model was not trained on the data it is calibrated on. With the
+    training set at hand (the CLI loads the dataset's), no data point may be one of its inputs
+    (exact byte equality); without it the premise is reported as unchecked."""
+    import hashlib
+
+    if train_inputs is None:
+        report.note("training data", "not given: that the dense model never saw the calibration data is the issuer's word")
+        return
+    train = train_inputs() if callable(train_inputs) else train_inputs
+
+    def digests(t: torch.Tensor) -> list[bytes]:
+        rows = t.detach().cpu().contiguous().numpy().reshape(t.shape[0], -1)
+        return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+
+    seen = set(digests(train))
+    shared = sum(d in seen for d in digests(x))
+    report.add("training data disjoint from the data", shared == 0,
+               f"{shared} of {x.shape[0]} data points are also inputs of the {len(seen)}-point training set "
+               "(that the checkpoint was trained on this training set is recorded, model.cache_key, not re-derived)")
 
 
 def _check_recorded_fields(cert: Mapping[str, Any], model: nn.Module, family: Any, loss_obj: Loss,

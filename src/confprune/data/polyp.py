@@ -59,7 +59,7 @@ def _centre_samples(root: Path, centre: int) -> list[Sample]:
     for img in sorted(img_dir.glob("*.jpg")):
         mask = mask_dir / f"{img.stem}_mask.jpg"
         if not mask.exists():
-            raise FileNotFoundError(f"PolypGen: image {img} has no mask (expected {mask})")
+            raise PolypDataError(f"PolypGen: image {img} has no mask (expected {mask})")
         out.append(Sample(img, mask, f"C{centre}"))
     return out
 
@@ -74,7 +74,7 @@ def _sequence_samples(root: Path) -> list[Sample]:
         for img in sorted(img_dir.glob("*.jpg")):
             mask = mask_dir / f"{img.stem}_mask.jpg"
             if not mask.exists():
-                raise FileNotFoundError(f"PolypGen: image {img} has no mask (expected {mask})")
+                raise PolypDataError(f"PolypGen: image {img} has no mask (expected {mask})")
             out.append(Sample(img, mask, seq.name))
     return out
 
@@ -87,12 +87,16 @@ def list_samples(root: str | Path, centres: Sequence[int], sequences: bool = Fal
     return samples + (_sequence_samples(root) if sequences else [])
 
 
+class PolypDataError(FileNotFoundError):
+    """A PolypGen tree that cannot be read as the official layout: one message naming the file."""
+
+
 def _read(path: Path, mode: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             return im.convert(mode)
     except (OSError, UnidentifiedImageError) as err:
-        raise OSError(f"PolypGen: cannot read {path}: {err}") from None
+        raise PolypDataError(f"PolypGen: cannot read {path} (a truncated or corrupt image?): {err}") from None
 
 
 def load_pair(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:
