@@ -357,7 +357,7 @@ def test_a_single_run_into_a_running_multiruns_job_directory_is_refused(tmp_path
 
 
 def test_a_polyp_tree_with_a_missing_mask_or_a_truncated_image_says_which_file(tmp_path):
-    from confprune.data.polyp import PolypDataError, generate_synthetic, load_pair, list_samples
+    from confprune.data.polyp import PolypDataError, generate_synthetic, list_samples, load_pair
 
     root = generate_synthetic(tmp_path / "polyp", n_per_centre=2, n_sequences=0)
     samples = list_samples(root, [1])
