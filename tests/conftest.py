@@ -22,6 +22,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory):
         "WANDB_MODE": "disabled",
         "NO_ALBUMENTATIONS_UPDATE": "1",
         "MPLBACKEND": "Agg",
+        "CONFPRUNE_CACHE_SECRET": "confprune-tests",  # cache seals without touching ~/.config
     }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -215,7 +215,10 @@ def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("audit_smoke")
     with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).resolve().parents[1] / "conf")):
         cfg = compose("config", overrides=[*SMOKE, f"paths.output_dir={out}"])
-    run(OmegaConf.to_object(cfg), out)
+    from confprune.run import config_hash
+
+    conf = OmegaConf.to_object(cfg)
+    run(conf, out, config_hash(conf))
     return out
 
 
@@ -395,3 +398,47 @@ def test_the_runs_loss_table_is_byte_reproducible(smoke_run, compose, tmp_path):
     _, cfg = compose(SMOKE, tmp_path)
     run(cfg, tmp_path)  # the same config again (the table now comes from the cache)
     assert (tmp_path / "losses.npz").read_bytes() == (smoke_run / "losses.npz").read_bytes()
+
+
+def test_a_resumed_run_leaves_no_orphan_temp_files(smoke_run, compose, tmp_path):
+    import socket
+
+    from confprune.run import run_logged
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(smoke_run, run_dir)
+    host = socket.gethostname().replace(".", "-")
+    orphan = run_dir / f".summary.json.{host}.999999999.abc.tmp"  # a write killed mid-way (no such pid)
+    orphan.write_text("{")
+    cfg, _ = compose(SMOKE, run_dir)
+    run_logged(cfg)  # the finished run is skipped …
+    assert not orphan.exists()  # … and what a killed write left behind is gone
+    cert = json.loads((run_dir / "certificate.json").read_text())
+    assert any("exchangeable" in line for line in cert["unprovable"])
+
+
+def test_a_forged_cache_entry_is_recomputed_not_trusted(tmp_path, monkeypatch):
+    """Issue 25: an entry written with the right name and key but other contents (a forged loss
+    table, dense metrics, a latency) flowed into summaries and certificates. Entries are sealed
+    with an HMAC under this user's secret; one that fails its seal is recomputed."""
+    from confprune.cache import SECRET_ENV, cached
+
+    monkeypatch.setenv(SECRET_ENV, "this user's secret")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"risk": 0.1}
+
+    def entry():
+        return cached(tmp_path / "entry.json", lambda p: json.loads(p.read_text()), compute,
+                      lambda v, tmp: Path(tmp).write_text(json.dumps(v)), "latency")
+
+    assert entry() == ({"risk": 0.1}, False)
+    assert entry() == ({"risk": 0.1}, True) and len(calls) == 1
+    (tmp_path / "entry.json").write_text(json.dumps({"risk": 0.0}))  # forged in place, seal untouched
+    assert entry() == ({"risk": 0.1}, False) and len(calls) == 2
+    monkeypatch.setenv(SECRET_ENV, "someone else's secret")  # an entry sealed by another user
+    assert entry() == ({"risk": 0.1}, False) and len(calls) == 3
+    (tmp_path / "entry.json.seal").unlink()  # no seal at all
+    assert entry()[1] is False and len(calls) == 4

@@ -6,8 +6,11 @@ Keys (what determines an entry) come from :mod:`confprune.integrity`."""
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import logging
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -30,6 +33,64 @@ def _umask() -> int:
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give: group-readable under the usual umask
 _HOST = socket.gethostname().replace(".", "-")
+
+
+#: A secret of this user's (or shared by trusted users through the environment), with which every
+#: cache entry is sealed: an entry that someone without it wrote — a forged loss table, a checkpoint
+#: copied into a shared cache — fails its seal and is recomputed, never trusted.
+SECRET_ENV = "CONFPRUNE_CACHE_SECRET"
+
+
+def _secret_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "confprune" / "cache-secret"
+
+
+def cache_secret() -> bytes:
+    """The sealing secret: ``$CONFPRUNE_CACHE_SECRET``, else a random one kept (mode 0600) in
+    ``~/.config/confprune/cache-secret``, made on first use."""
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env.encode()
+    path = _secret_file()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_hex(32).encode())
+    return path.read_bytes()
+
+
+def _seal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".seal")
+
+
+def _mac(path: Path) -> str:
+    return hmac.new(cache_secret(), path.read_bytes(), hashlib.sha256).hexdigest()
+
+
+def seal(path: str | Path) -> None:
+    """Write the entry's seal (an HMAC of its bytes with :func:`cache_secret`) beside it."""
+    path = Path(path)
+    digest = _mac(path)
+    atomic_write(_seal_path(path), lambda tmp: Path(tmp).write_text(digest))
+
+
+def check_seal(path: str | Path) -> None:
+    """Raise ValueError unless the entry's seal matches its bytes under this user's secret."""
+    path = Path(path)
+    seal_file = _seal_path(path)
+    if not seal_file.is_file():
+        raise ValueError("it has no seal (written before entries were sealed, or not by confprune)")
+    if not hmac.compare_digest(seal_file.read_text().strip(), _mac(path)):
+        raise ValueError("its seal does not match its bytes under this user's cache secret (edited, forged, or "
+                         f"written with another secret: share a cache between trusted users with ${SECRET_ENV})")
 
 
 class NoSpaceError(OSError):
@@ -137,6 +198,7 @@ def cached(
             clean_orphans(path.parent)
         if path.exists():
             try:
+                check_seal(path)
                 return load(path), True
             except Exception as err:  # any defect: report and recompute
                 log.warning("%s cache entry %s is corrupt or mismatched (%s); %s", what, path, err, redo)
@@ -147,6 +209,7 @@ def cached(
             else:
                 try:
                     atomic_write(path, lambda tmp: save(value, tmp))
+                    seal(path)
                 except OSError as err:
                     log.warning("could not cache the %s at %s (%s); continuing with it in memory", what, path,
                                 err.strerror or err)

@@ -82,6 +82,15 @@ def claim_text(certified: bool, alpha: float, delta: float, n: int, loss: str, b
             f"(Learn-Then-Test, {bound} p-values, {fwer} FWER control).")
 
 
+#: What no verification of a certificate can establish (README "What a certificate proves").
+UNPROVABLE = (
+    "that the calibration data are exchangeable with the data the model will see",
+    "that the dense model never saw the calibration data, beyond the training set verify is given",
+    "how an issuer chose an issuer-chosen calibration set",
+    "a seed chosen among many whose false claim is too small for the held-out test (level 1e-3) to reject",
+)
+
+
 def procedure_options(procedure: Any) -> dict[str, Any]:
     """An FWER procedure's options (its dataclass fields besides ``name``)."""
     import dataclasses
@@ -165,6 +174,7 @@ def build_certificate(
             "pruned_checksum": state_dict_checksum(pruned) if pruned is not None else None,
         },
         "versions": library_versions(),
+        "unprovable": list(UNPROVABLE),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         **dict(extra or {}),
     }

@@ -123,6 +123,12 @@ def run_logged(cfg: DictConfig) -> RunSummary:
     conf = to_config(cfg)
     output_dir = Path(conf.paths.output_dir)
     cfg_hash = config_hash(conf)
+    if output_dir.is_dir():  # temp files a killed run of this directory left behind
+        from .cache import clean_orphans
+
+        clean_orphans(output_dir)
+        if (output_dir / "figures").is_dir():
+            clean_orphans(output_dir / "figures")
     previous = completed_run(output_dir, cfg_hash)
     if previous is not None:  # this exact config was validated and run before
         log.info("skipping %s: it already holds the finished run of this config", output_dir)

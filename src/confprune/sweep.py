@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import atomic_write, cached
+from .cache import atomic_write, cached, seal
 from .forward import LAYOUT_VERSION, BatchSource, as_batches, fast_copy, fast_layout, to_fast_layout
 from .integrity import StreamingFingerprint, content_key
 from .losses import Loss
@@ -169,6 +169,7 @@ def cached_loss_tables(
             if table.complete:
                 try:
                     atomic_write(paths[i], lambda tmp, t=table, k=keys[i]: save(t, tmp, k))
+                    seal(paths[i])
                 except OSError as err:
                     log.warning("could not cache the loss table at %s (%s)", paths[i], err.strerror or err)
         return tables[0]
