@@ -442,3 +442,33 @@ def test_a_forged_cache_entry_is_recomputed_not_trusted(tmp_path, monkeypatch):
     assert entry() == ({"risk": 0.1}, False) and len(calls) == 3
     (tmp_path / "entry.json.seal").unlink()  # no seal at all
     assert entry()[1] is False and len(calls) == 4
+
+
+def test_no_code_path_unpickles_what_it_reads():
+    """A checkpoint or table a certificate names can come from anyone: every torch.load is
+    weights_only=True and no NumPy load allows pickles (issue 25: a benchmark unpickled one)."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for folder in ("src", "benchmarks", "experiments"):
+        for path in (root / folder).rglob("*.py"):
+            for line in path.read_text().splitlines():
+                unsafe = any(n in line for n in ("weights_only=False", "allow_pickle=True", "pickle.load"))
+                if unsafe or ("torch.load(" in line and "weights_only=True" not in line):
+                    offenders.append(f"{path.relative_to(root)}: {line.strip()}")
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["model.dropout=2.0"], "model"),  # raised inside the run guard: Hydra ran the job anyway, unlocked
+    (["hydra.run.dir=/etc/hostname/run"], "hydra output dir"),  # a directory that cannot be made
+])
+def test_the_cli_refuses_before_any_work_in_one_line(args, needle):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "confprune.run", *SMOKE, *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], env=dict(os.environ), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
