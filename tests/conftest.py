@@ -49,3 +49,20 @@ def compose():
         return cfg, OmegaConf.to_object(cfg)
 
     return _compose
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """A small classifier and a 3000-point pool whose labels are its own predictions with 2%
+    flipped (dense error ~2%): certificates built and verified in seconds."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3)).eval()
+    x = torch.randn(3000, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    flip = torch.rand(3000, generator=torch.Generator().manual_seed(1)) < 0.02
+    y[flip] = (y[flip] + 1) % 3
+    return model, x, y

@@ -8,7 +8,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import confprune
 from confprune.api import certify_from_table
@@ -22,19 +21,6 @@ from confprune.sweep import compute_loss_table
 from confprune.verify import ISSUER, PLAIN
 
 GRID = [round(0.05 * i, 2) for i in range(20)]
-
-
-@pytest.fixture(scope="module")
-def pool():
-    """A small classifier and a 3000-point pool with ~2% dense errors."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3)).eval()
-    x = torch.randn(3000, 8)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    flip = torch.rand(3000, generator=torch.Generator().manual_seed(1)) < 0.02
-    y[flip] = (y[flip] + 1) % 3
-    return model, x, y
 
 
 def seeded_certificate(model, x, y, *, fwer="fixed_sequence", bound="binomial", alpha=0.1, n_cal=2000, seed=3):

@@ -30,19 +30,6 @@ from confprune.sweep import compute_loss_tables
 from confprune.verify import FAILED, ISSUER
 
 
-@pytest.fixture(scope="module")
-def pool():
-    """A small classifier whose labels are its own predictions with 2% flipped (dense error ~2%)."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3)).eval()
-    x = torch.randn(3000, 8)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    flip = torch.rand(3000, generator=torch.Generator().manual_seed(1)) < 0.02
-    y[flip] = (y[flip] + 1) % 3
-    return model, x, y
-
-
 def failed(report) -> set[str]:
     return {c.name for c in report.failed}
 

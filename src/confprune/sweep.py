@@ -262,86 +262,123 @@ def compute_loss_tables(
         name = next(loss.name for loss in losses if loss.labeled)
         raise ValueError(f"loss {name!r} needs targets, but the data yields inputs only")
     model.eval()
-    device = next(model.parameters()).device
-    dense_net = fast_copy(model)
+    sweep = _Sweep(model, family, grid, losses, stop, next(model.parameters()).device, fast_copy(model),
+                   bar=tqdm(total=grid.size, desc="λ sweep", unit="λ", disable=not progress, leave=False))
     t0 = time.perf_counter()
-    tables = [_Rows(loss) for loss in losses]
-    dense_parts: list[list[torch.Tensor]] = [[] for _ in losses]  # each loss of the dense model itself
-    fp = StreamingFingerprint()
-    bar = tqdm(total=grid.size, desc="λ sweep", unit="λ", disable=not progress, leave=False)
     if source.in_memory:
-        batches = [(fast_layout(x.to(device)), None if y is None else y.to(device)) for x, y in source()]
-        for x, y in batches:
-            fp.update(x, y)
-        t = time.perf_counter()
-        dense = [_dense_outputs(dense_net, x, b) for b, (x, _) in enumerate(batches)]
-        dense_seconds = time.perf_counter() - t
-        for (_, y), out in zip(batches, dense, strict=True):
-            for i, loss in enumerate(losses):
-                dense_parts[i].append(_losses_of(loss, out, out, y, {}))
-        net = None
-        for j, lam in enumerate(grid.tolist()):
-            t = time.perf_counter()
-            net = _as_fast(family.pruned_model(model, lam, net))
-            parts: list[list[torch.Tensor]] = [[] for _ in losses]
-            aux: list[dict[str, float]] = [{} for _ in losses]
-            for b, (x, y) in enumerate(batches):
-                out = check_outputs(net(x), f"the model pruned at λ={lam:g}", b)
-                for i, loss in enumerate(losses):
-                    parts[i].append(_losses_of(loss, dense[b], out, y, aux[i]))
-            seconds = time.perf_counter() - t
-            rows = [tab.add(lam, parts[i], aux[i], seconds) for i, tab in enumerate(tables)]
-            bar.update(1)
-            bar.set_postfix(risk=f"{rows[0].mean():.4f}", refresh=False)
-            if stop is not None and stop(j, rows[0]):
-                break
+        dense_seconds = _sweep_in_memory(sweep, source)
     else:
-        dense_seconds = 0.0
-        chunk = max(1, int(lambda_chunk))
-        stopped = False
-        for c0 in range(0, grid.size, chunk):
-            lams = grid[c0 : c0 + chunk].tolist()
-            nets = [_as_fast(family.pruned_model(model, lam)) for lam in lams]
-            parts = [[[] for _ in losses] for _ in lams]
-            aux = [[{} for _ in losses] for _ in lams]
-            times = [0.0] * len(lams)
-            for b, (x, y) in enumerate(source()):
-                x, y = fast_layout(x.to(device)), None if y is None else y.to(device)
-                t = time.perf_counter()
-                dense_b = _dense_outputs(dense_net, x, b)
-                if c0 == 0:
-                    dense_seconds += time.perf_counter() - t
-                    fp.update(x, y)
-                    for i, loss in enumerate(losses):
-                        dense_parts[i].append(_losses_of(loss, dense_b, dense_b, y, {}))
-                for k, (lam, net) in enumerate(zip(lams, nets, strict=True)):
-                    t = time.perf_counter()
-                    out = check_outputs(net(x), f"the model pruned at λ={lam:g}", b)
-                    for i, loss in enumerate(losses):
-                        parts[k][i].append(_losses_of(loss, dense_b, out, y, aux[k][i]))
-                    times[k] += time.perf_counter() - t
-                if source.n_batches:  # the bar moves with the data, not only at the chunk's end
-                    bar.update(len(lams) / source.n_batches)
-            for k, lam in enumerate(lams):
-                rows = [tab.add(lam, parts[k][i], aux[k][i], times[k]) for i, tab in enumerate(tables)]
-                if not source.n_batches:
-                    bar.update(1)
-                if stop is not None and stop(c0 + k, rows[0]):
-                    stopped = True
-                    break
-            if stopped:
-                break
-    bar.close()
+        dense_seconds = _sweep_streamed(sweep, source, max(1, int(lambda_chunk)))
+    sweep.bar.close()
     seconds = time.perf_counter() - t0
-    n_rows = len(tables[0].rows)
+    n_rows = len(sweep.tables[0].rows)
     sparsity = np.asarray([family.sparsity(float(lam)) for lam in grid[:n_rows]])
     return [
         LossTable(grid=grid, losses=np.stack(tab.rows), sparsity=sparsity,
                   aux={k: np.asarray(v) for k, v in tab.aux.items()}, seconds=seconds, dense_seconds=dense_seconds,
-                  row_seconds=np.asarray(tab.seconds), data_fingerprint=fp.hexdigest(), batch_size=batch_size,
-                  dense_losses=_dense_row(tab.loss, dense_parts[i]))
-        for i, tab in enumerate(tables)
+                  row_seconds=np.asarray(tab.seconds), data_fingerprint=sweep.fp.hexdigest(), batch_size=batch_size,
+                  dense_losses=_dense_row(tab.loss, sweep.dense_parts[i]))
+        for i, tab in enumerate(sweep.tables)
     ]
+
+
+@dataclass
+class _Sweep:
+    """What both loop orders of :func:`compute_loss_tables` share: inputs, rows built, progress."""
+
+    model: nn.Module
+    family: PruningFamily
+    grid: np.ndarray
+    losses: list[Loss]
+    stop: StopRule | None
+    device: torch.device
+    dense_net: nn.Module
+    bar: Any
+    tables: list[_Rows] = field(default_factory=list)
+    dense_parts: list[list[torch.Tensor]] = field(default_factory=list)  # each loss of the dense model itself
+    fp: StreamingFingerprint = field(default_factory=StreamingFingerprint)
+
+    def __post_init__(self) -> None:
+        self.tables = [_Rows(loss) for loss in self.losses]
+        self.dense_parts = [[] for _ in self.losses]
+
+    def dense_batch(self, x: torch.Tensor, y: torch.Tensor | None, b: int) -> torch.Tensor:
+        """The dense outputs of batch ``b``; the data's fingerprint and the dense model's own losses."""
+        out = _dense_outputs(self.dense_net, x, b)
+        self.fp.update(x, y)
+        for i, loss in enumerate(self.losses):
+            self.dense_parts[i].append(_losses_of(loss, out, out, y, {}))
+        return out
+
+    def pruned_batch(self, net: nn.Module, lam: float, x: torch.Tensor, y: torch.Tensor | None, dense: torch.Tensor,
+                     b: int, parts: list[list[torch.Tensor]], aux: list[dict[str, float]]) -> None:
+        out = check_outputs(net(x), f"the model pruned at λ={lam:g}", b)
+        for i, loss in enumerate(self.losses):
+            parts[i].append(_losses_of(loss, dense, out, y, aux[i]))
+
+    def finish_row(self, j: int, lam: float, parts: list[list[torch.Tensor]], aux: list[dict[str, float]],
+                   seconds: float) -> bool:
+        """Add row ``j`` to every table; True when the stop rule ends the sweep here."""
+        rows = [tab.add(lam, parts[i], aux[i], seconds) for i, tab in enumerate(self.tables)]
+        self.bar.set_postfix(risk=f"{rows[0].mean():.4f}", refresh=False)
+        return self.stop is not None and bool(self.stop(j, rows[0]))
+
+
+def _sweep_in_memory(sweep: _Sweep, source: BatchSource) -> float:
+    """λ outer: one model copy whose weights are replaced in place per λ; dense outputs once.
+    Returns the seconds of the dense pass."""
+    batches = [(fast_layout(x.to(sweep.device)), None if y is None else y.to(sweep.device)) for x, y in source()]
+    t = time.perf_counter()
+    dense = [_dense_outputs(sweep.dense_net, x, b) for b, (x, _) in enumerate(batches)]
+    dense_seconds = time.perf_counter() - t
+    for (x, y), out in zip(batches, dense, strict=True):
+        sweep.fp.update(x, y)
+        for i, loss in enumerate(sweep.losses):
+            sweep.dense_parts[i].append(_losses_of(loss, out, out, y, {}))
+    net = None
+    for j, lam in enumerate(sweep.grid.tolist()):
+        t = time.perf_counter()
+        net = _as_fast(sweep.family.pruned_model(sweep.model, lam, net))
+        parts: list[list[torch.Tensor]] = [[] for _ in sweep.losses]
+        aux: list[dict[str, float]] = [{} for _ in sweep.losses]
+        for b, (x, y) in enumerate(batches):
+            sweep.pruned_batch(net, lam, x, y, dense[b], b, parts, aux)
+        sweep.bar.update(1)
+        if sweep.finish_row(j, lam, parts, aux, time.perf_counter() - t):
+            break
+    return dense_seconds
+
+
+def _sweep_streamed(sweep: _Sweep, source: BatchSource, chunk: int) -> float:
+    """λ in chunks, one pass over the data per chunk with that many pruned copies. Returns the
+    seconds of the dense pass (timed on the first chunk's pass)."""
+    dense_seconds = 0.0
+    for c0 in range(0, sweep.grid.size, chunk):
+        lams = sweep.grid[c0 : c0 + chunk].tolist()
+        nets = [_as_fast(sweep.family.pruned_model(sweep.model, lam)) for lam in lams]
+        parts = [[[] for _ in sweep.losses] for _ in lams]
+        aux = [[{} for _ in sweep.losses] for _ in lams]
+        times = [0.0] * len(lams)
+        for b, (x, y) in enumerate(source()):
+            x, y = fast_layout(x.to(sweep.device)), None if y is None else y.to(sweep.device)
+            t = time.perf_counter()
+            if c0 == 0:
+                dense_b = sweep.dense_batch(x, y, b)
+                dense_seconds += time.perf_counter() - t
+            else:
+                dense_b = _dense_outputs(sweep.dense_net, x, b)
+            for k, (lam, net) in enumerate(zip(lams, nets, strict=True)):
+                t = time.perf_counter()
+                sweep.pruned_batch(net, lam, x, y, dense_b, b, parts[k], aux[k])
+                times[k] += time.perf_counter() - t
+            if source.n_batches:  # the bar moves with the data, not only at the chunk's end
+                sweep.bar.update(len(lams) / source.n_batches)
+        for k, lam in enumerate(lams):
+            if not source.n_batches:
+                sweep.bar.update(1)
+            if sweep.finish_row(c0 + k, lam, parts[k], aux[k], times[k]):
+                return dense_seconds
+    return dense_seconds
 
 
 def _dense_row(loss: Loss, parts: list[torch.Tensor]) -> np.ndarray:
