@@ -28,10 +28,13 @@ def seeded_certificate(model, x, y, *, fwer="fixed_sequence", bound="binomial", 
     family = build_family(model)
     table = compute_loss_table(model, family, GRID, (x, y), make_loss("label_01"), batch_size=500, progress=False)
     idx = deployment_indices(len(x), n_cal, seed)
+    # A seeded draw must name a registered dataset, whose pool the CLI loads itself; this small
+    # stand-in pool is vouched for by the tests' verifier (data_from_registry=True) where a plain
+    # pass is expected.
     res = certify_from_table(model, family, table, make_loss("label_01"), alpha=alpha, delta=0.1, bound=bound,
                              fwer=fwer, calibration_indices=idx,
                              calibration_draw={"source": "seeded", "pool_size": len(x), "n_cal": n_cal, "seed": seed},
-                             data_info={"calibration_fingerprint": fingerprint(x, y, idx)})
+                             data_info={"calibration_fingerprint": fingerprint(x, y, idx), "dataset": {"name": "mnist"}})
     return res, table
 
 
@@ -49,6 +52,17 @@ def test_honest_certificates_verify_for_every_bound_and_procedure(pool, bound, f
     report = confprune.verify_certificate(res.certificate, res.pruned_state, model, (x, y), data_from_registry=True)
     assert report.ok and report.status == PLAIN, str(report)
     assert report.recomputed_cal_risk == res.cal_risk
+
+
+def test_a_caller_cannot_declare_its_own_points_seeded(pool):
+    from confprune.errors import OptionError
+
+    model, x, y = pool
+    family = build_family(model)
+    table = compute_loss_table(model, family, GRID, (x, y), make_loss("label_01"), batch_size=500, progress=False)
+    with pytest.raises(OptionError, match="registered dataset"):
+        certify_from_table(model, family, table, make_loss("label_01"), alpha=0.1, delta=0.1,
+                           calibration_draw={"source": "seeded", "pool_size": len(x), "n_cal": len(x), "seed": 0})
 
 
 def test_a_seeded_draw_from_data_the_issuer_hands_over_is_not_a_plain_pass(pool):

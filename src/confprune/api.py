@@ -171,7 +171,8 @@ def certify_from_table(
     model and the certificate. ``calibration_indices`` (default: every column) are recorded in
     it, in the order sequential bounds (WSR) bet in. ``calibration_draw`` says how they were drawn
     so that a verifier can redraw them (``{"source": "seeded", "pool_size": N, "n_cal": n,
-    "seed": s}`` for :func:`confprune.calibrate.deployment_indices`, whose order is random);
+    "seed": s}`` for :func:`confprune.calibrate.deployment_indices`, whose order is random; only
+    with ``data_info["dataset"]`` naming a registered dataset, whose pool verify loads itself);
     None means the issuer chose the calibration set, and the certificate says so: its points are
     then put in a seeded random order (:func:`confprune.calibrate.seeded_order` with
     ``order_seed``, recorded), never the data's own order, which a betting bound must not see.
@@ -186,6 +187,7 @@ def certify_from_table(
     and ``bound`` are taken from the risks.
     """
     n = table.losses.shape[1]
+    _check_seeded_draw(calibration_draw, data_info)
     cal_idx = np.arange(n) if calibration_indices is None else np.asarray(calibration_indices, dtype=np.int64)
     if calibration_draw is None or calibration_draw.get("source") != "seeded":
         cal_idx = seeded_order(cal_idx, order_seed)
@@ -221,6 +223,21 @@ def certify_from_table(
                for r in resolve_risks(arrays, risks, dense)] if risks else None,
     )
     return CertifiedPruning(calibration, family, model, loss, table, cal_idx, certificate, pruned, module)
+
+
+def _check_seeded_draw(draw: Mapping[str, Any] | None, data_info: Mapping[str, Any] | None) -> None:
+    """A "seeded" draw is a claim that the calibration points were drawn by a seed from a pool the
+    verifier can load by itself: only from a registered dataset the certificate names (the Hydra
+    runner's). A caller's own points are an issuer-chosen set, whatever seed it names."""
+    if draw is None or draw.get("source") != "seeded":
+        return
+    from .data import DATASETS
+
+    name = ((data_info or {}).get("dataset") or {}).get("name")
+    if name not in DATASETS:
+        raise OptionError("calibration_draw", dict(draw), "a seeded draw only from a registered dataset named in "
+                          f"data_info['dataset'] ({', '.join(sorted(DATASETS))}), which verify loads itself; for your "
+                          "own points leave calibration_draw=None (an issuer-chosen set, in a seeded order)")
 
 
 def certify(
