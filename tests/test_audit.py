@@ -231,6 +231,8 @@ def test_cli_exit_codes_say_plain_issuer_failed_or_cannot_check(smoke_run, tmp_p
     (tmp_path / "issuer.json").write_text(json.dumps(relabelled))
     assert verify_main([str(tmp_path / "issuer.json"), str(model_path)]) == EXIT_CODES[ISSUER] == 3
     assert verify_main([str(cert_path), str(tmp_path / "missing.pt")]) == 2
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    assert verify_main([str(cert_path), str(tmp_path / "junk.pt")]) == 2
     broken = copy.deepcopy(cert)
     broken["lambda_index"] = "two"
     (tmp_path / "broken.json").write_text(json.dumps(broken))

@@ -671,8 +671,13 @@ def _cli_inputs(args: argparse.Namespace) -> tuple[nn.Module, Mapping[str, Any],
     if "config" not in cert.get("model", {}):
         raise _CannotCheck("this certificate does not record a model config (made by confprune.certify?): use "
                            "confprune.verify_certificate(...) from Python with your dense model and data")
-    if args.pruned_model and not Path(args.pruned_model).is_file():
-        raise _CannotCheck(f"pruned model {args.pruned_model} not found")
+    if args.pruned_model:
+        if not Path(args.pruned_model).is_file():
+            raise _CannotCheck(f"pruned model {args.pruned_model} not found")
+        try:
+            _load_state(args.pruned_model)
+        except Exception as err:  # noqa: BLE001 - a file that is no export at all cannot be checked
+            raise _CannotCheck(f"pruned model {args.pruned_model} cannot be read: {str(err).splitlines()[0]}") from None
     ckpt = Path(args.dense or cert["model"].get("checkpoint", ""))
     if not ckpt.is_file():
         raise _CannotCheck(f"dense checkpoint {ckpt} not found: pass --dense <checkpoint.pt>")
