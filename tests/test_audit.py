@@ -474,3 +474,36 @@ def test_the_cli_refuses_before_any_work_in_one_line(args, needle):
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.statistical
+def test_the_held_out_test_keeps_honest_claims_and_rejects_shopped_ones():
+    """Known truth for verify's held-out test (level 10⁻³): nested losses on a 2000-point pool
+    whose row means are the true risks, LTT (binomial, fixed sequence, δ = 0.1) on 100 points drawn
+    by each of 20000 seeds, the test on the 1900 others. Honest claims (true risk ≤ α) must be
+    rejected at most 10⁻³ + 3 Monte Carlo s.e. of the time; negative control: the claims a seed
+    shopper harvests (true risk ≥ α + 0.02) must be rejected nearly always (≥ 0.99)."""
+    from confprune.verify import HOLDOUT_LEVEL, _claim_test_pvalue
+
+    n_pool, n_cal, alpha, delta, seeds = 2000, 100, 0.05, 0.1, 20000
+    u = (np.random.default_rng(0).permutation(n_pool) + 0.5) / n_pool
+    losses = (u[None, :] < np.linspace(0.0, 0.2, 21)[:, None]).astype(np.float64)
+    truth = losses.mean(axis=1)
+    procedure = make_fwer("fixed_sequence")
+    honest = shopped = honest_rejected = shopped_rejected = 0
+    for seed in range(seeds):
+        idx = deployment_indices(n_pool, n_cal, seed)
+        j = int(certified_index(reject_on_grid(procedure, pvalues_from_losses("binomial", losses[:, idx], alpha, delta),
+                                               delta)))
+        if j < 0 or (alpha < truth[j] < alpha + 0.02):
+            continue
+        rest = np.setdiff1d(np.arange(n_pool), idx)
+        rejected = _claim_test_pvalue(losses[j, rest], alpha) < HOLDOUT_LEVEL
+        if truth[j] <= alpha:
+            honest, honest_rejected = honest + 1, honest_rejected + rejected
+        else:
+            shopped, shopped_rejected = shopped + 1, shopped_rejected + rejected
+    assert honest > 10000 and shopped > 50, (honest, shopped)
+    level = HOLDOUT_LEVEL
+    assert honest_rejected / honest <= level + 3 * np.sqrt(level * (1 - level) / honest), (honest_rejected, honest)
+    assert shopped_rejected / shopped >= 0.99, (shopped_rejected, shopped)
