@@ -34,8 +34,10 @@ from .stats import (
     Calibration,
     FwerProcedure,
     calibrate,
+    get_bound,
     is_binary,
     make_fwer,
+    resolve_bound,
 )
 from .stats.risks import RiskSpec, calibrate_risks, resolve_risks
 from .sweep import LossTable, compute_loss_table, compute_loss_tables
@@ -201,8 +203,7 @@ def certify_from_table(
         calibration, per_risk = calibrate_risks(arrays, risks, cal_idx, delta=delta, fwer=procedure,
                                                 n_grid=table.grid.size, labels=labels, dense=dense)
     else:
-        if bound == "auto":
-            bound = "binomial" if is_binary(table.losses[:, cal_idx]) else "hb"
+        bound = resolve_bound(bound, table.losses[:, cal_idx])
         calibration = calibrate(table.losses[:, cal_idx], alpha=alpha, delta=delta, bound=bound, fwer=procedure,
                                 order_seed=None, n_grid=table.grid.size)
     certified = calibration.lambda_index != NOT_CERTIFIED
@@ -323,8 +324,8 @@ def certify(
     if grid.ndim != 1 or grid.size == 0 or np.any(np.diff(grid) <= 0) or grid[0] < 0 or grid[-1] >= 1:
         raise OptionError("lambdas", list(lambdas), "a strictly increasing grid in [0, 1)")
     loss_obj = resolve_loss(loss)
-    if bound == "binomial" and loss_obj.task != "custom" and not loss_obj.binary:
-        raise OptionError("bound", bound, f"hb or wsr: {loss_obj.name!r} is not a binary loss (binomial needs one)")
+    if bound != "auto" and get_bound(bound).binary_only and loss_obj.task != "custom" and not loss_obj.binary:
+        raise OptionError("bound", bound, f"a bound for any loss in [0, 1]: {loss_obj.name!r} is not a binary loss")
     if tune_allocator:
         _tune_allocator()
     was_training = model.training

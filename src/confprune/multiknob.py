@@ -300,16 +300,14 @@ def _mean_form(spec: RiskSpec, losses: np.ndarray, dense: np.ndarray | None) -> 
 
 
 def _mean_bound(spec: RiskSpec, losses: np.ndarray) -> str:
-    from .stats import is_binary
+    from .stats import resolve_bound
 
     if spec.loss == DROP:
         if spec.bound not in ("auto", "wsr"):
             raise ValueError(f"{spec.name}: Pareto testing tests the accuracy drop in its mean form with WSR; "
                              f"bound={spec.bound!r} is not available there (use auto or wsr)")
         return "wsr"
-    if spec.bound == "auto":
-        return "binomial" if is_binary(losses) else "hb"
-    return spec.bound
+    return resolve_bound(spec.bound, losses)
 
 
 def front_figure(result: MultiKnobResult, kt: KnobTables, out_dir: str | Path) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .stats import expected_outcome, feasibility, is_binary, required_n
+from .stats import expected_outcome, feasibility, required_n, resolve_bound
 from .sweep import LossTable
 
 
@@ -68,7 +68,7 @@ def plan(table: LossTable, *, alpha: float, delta: float, n_cal: int, bound: str
          target_sparsity: float | None = None, power: float = 0.9, reps: int = 500, seed: int = 0) -> Plan:
     """Plan from a pilot :class:`~confprune.sweep.LossTable` (its pool stands for the data)."""
     losses = table.losses
-    bound = ("binomial" if is_binary(losses) else "hb") if bound == "auto" else bound
+    bound = resolve_bound(bound, losses)
     dense_risk = table.dense_risk
     feas = feasibility(dense_risk, n_cal, alpha, delta, bound)
     outcome = None

@@ -312,7 +312,7 @@ def _check_calibration(cal: CalibrationConfig) -> list[float]:
 
 def _check_risks(cfg: Config, task: str) -> None:
     from .losses import LOSSES
-    from .stats import BOUNDS, DROP_METHODS, NEEDS_SEQUENCE
+    from .stats import BOUNDS, DROP_METHODS, get_bound
 
     risks = cfg.calibration.risks
     if not risks:
@@ -342,9 +342,10 @@ def _check_risks(cfg: Config, task: str) -> None:
         if gamma is not None and (not drop or isinstance(gamma, bool) or not isinstance(gamma, (int, float))
                                   or not 0 < gamma < 1):
             raise ConfigError(f"{key}.gamma", gamma, "a number in (0, 1), for accuracy_drop only")
-        if not drop and bound == "binomial" and not LOSSES[r["loss"]].binary:
-            raise ConfigError(f"{key}.bound", bound, f"hb, hoeffding, bentkus or wsr: {r['loss']} is not binary")
-        if r.get("per_class") and (drop or task != "classification" or bound in NEEDS_SEQUENCE):
+        entry = get_bound(bound) if bound in BOUNDS else None  # None: auto, or a drop method
+        if not drop and entry is not None and entry.binary_only and not LOSSES[r["loss"]].binary:
+            raise ConfigError(f"{key}.bound", bound, f"a bound for any loss in [0, 1] ({r['loss']} is not binary)")
+        if r.get("per_class") and (drop or task != "classification" or (entry is not None and entry.sequential)):
             raise ConfigError(f"{key}.per_class", True, "false, or a classification loss with a non-sequential bound")
 
 
@@ -375,7 +376,7 @@ def _check_factory_groups(cfg: Config) -> None:
     from .data import DATASETS, dataset_options, pool_size
     from .models import MODELS
     from .pruning import check_pruning_options
-    from .stats import BINARY_ONLY, BOUNDS, FWERS, make_fwer
+    from .stats import BOUNDS, FWERS, get_bound, make_fwer
 
     cal = cfg.calibration
     _choice("model.name", cfg.model.get("name"), MODELS)
@@ -402,7 +403,7 @@ def _check_factory_groups(cfg: Config) -> None:
     loss_options = {k: v for k, v in cfg.loss.items() if k != "name"}
     check_options("loss", spec.build, loss_options, what=f"loss {spec.name!r}")
     _built("loss", lambda: spec.make(**loss_options))
-    if cfg.bound.name in BINARY_ONLY and not spec.binary:
+    if get_bound(cfg.bound.name).binary_only and not spec.binary:
         binary = sorted(k for k, v in losses_mod.LOSSES.items() if v.binary)
         raise ConfigError("bound.name", cfg.bound.name,
                           f"hb, hoeffding, bentkus or wsr with the non-binary loss {spec.name!r} "

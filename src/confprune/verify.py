@@ -211,8 +211,10 @@ def _check_order(cert: Mapping[str, Any], draw: Mapping[str, Any], idx: np.ndarr
         report.add("calibration order", same, f"the seeded permutation of the set (seed {draw['order_seed']}): "
                    + ("identical" if same else "DIFFERENT from the recorded order"))
         return
+    from .stats import BOUNDS, get_bound
+
     bounds = [r["bound"] for r in cert["risks"]] if cert.get("risks") else [cert["bound"]]
-    sequential = "wsr" in bounds
+    sequential = any(get_bound(b).sequential for b in bounds if b in BOUNDS)  # the drop's "wsr" is the same bet
     report.add("calibration order", not sequential,
                "the wsr bound bets in an order the issuer chose (not a seeded permutation): not auditable"
                if sequential else "issuer's order (the bound does not depend on it)")
@@ -363,14 +365,16 @@ def _recompute_one(cert: Mapping[str, Any], model: nn.Module, family: Any, grid:
                    y: torch.Tensor | None, idx: np.ndarray, batch: int, loss_obj: Loss,
                    report: VerificationReport) -> _Recomputed:
     """A single risk: its losses at the needed grid points, p-values with the recorded bound."""
-    from .stats import is_binary, pvalues_from_losses
+    from .stats import get_bound, pvalues_from_losses
     from .stats.risks import RiskSpec
     from .sweep import compute_loss_table
 
     table = compute_loss_table(model, family, grid, (x, y), loss_obj, batch_size=batch, progress=False)
     cal = table.losses[:, idx]
-    if cert["bound"] == "binomial" and not is_binary(table.losses):
-        report.add("bound", False, "binomial needs 0/1 losses, but the recomputed losses are fractional: use hb or wsr")
+    try:
+        get_bound(cert["bound"]).check_table(table.losses, "the recomputed loss table")
+    except ValueError as err:
+        report.add("bound", False, str(err))
     p = np.asarray(pvalues_from_losses(cert["bound"], cal, cert["alpha"], cert["delta"]), dtype=np.float64)
     risk = cal.astype(np.float64).sum(axis=1) / cal.shape[1]
     return _Recomputed(p, risk, {loss_obj.name: table.losses}, {loss_obj.name: table.dense_losses},

@@ -45,16 +45,20 @@ from .pareto import ParetoResult, ParetoSplits, pareto_front, pareto_test, paret
 from .planner import Feasibility, Outcome, SampleSize, expected_outcome, feasibility, required_n
 from .pvalues import (
     BINARY_ONLY,
+    BOUND_REGISTRY,
     BOUNDS,
     NEEDS_SEQUENCE,
+    Bound,
     bentkus_pvalue,
     binomial_pvalue,
+    get_bound,
     h1,
     hb_pvalue,
     hoeffding_pvalue,
     max_certified_count,
     pvalues_from_losses,
     pvalues_from_sums,
+    resolve_bound,
     wsr_pvalue,
 )
 
@@ -63,7 +67,7 @@ __all__ = [
     "combine_max", "drop_losses", "drop_pvalues", "drop_pvalues_from_losses", "exact_drop_pvalue",
     "expected_outcome", "feasibility", "min_achievable_pvalue", "pareto_front", "pareto_test",
     "pareto_test_splits", "per_class_pvalues", "reject_on_grid", "required_n", "risk_pvalues",
-    "BINARY_ONLY", "BOUNDS", "NEEDS_SEQUENCE", "FWERS", "NOT_CERTIFIED", "Bonferroni", "Calibration", "FixedSequence", "FwerProcedure",
+    "BINARY_ONLY", "BOUND_REGISTRY", "BOUNDS", "Bound", "NEEDS_SEQUENCE", "get_bound", "resolve_bound", "FWERS", "NOT_CERTIFIED", "Bonferroni", "Calibration", "FixedSequence", "FwerProcedure",
     "Holm", "IidValidation", "draw_iid_calibration", "iid_validation", "MultiStartFixedSequence", "SplitValidation", "Splits", "bentkus_pvalue",
     "binomial_pvalue", "calibrate", "certified_index", "check_loss_table", "clopper_pearson",
     "draw_splits", "h1", "hb_pvalue", "hoeffding_pvalue", "is_binary", "make_fwer",

@@ -13,14 +13,7 @@ import numpy as np
 from scipy.special import betaincinv  # = scipy.stats.beta.ppf, without importing scipy.stats
 
 from .fwer import NOT_CERTIFIED, FwerProcedure, certified_index, make_fwer
-from .pvalues import (
-    BINARY_ONLY,
-    BOUNDS,
-    NEEDS_SEQUENCE,
-    pvalues_from_losses,
-    pvalues_from_sums,
-    wsr_pvalue,
-)
+from .pvalues import get_bound, pvalues_from_losses, pvalues_from_sums, wsr_pvalue
 
 # Upper bound on the float64 working set of one WSR chunk (several arrays of this size coexist).
 _WSR_CHUNK_BYTES = 96 * 2**20
@@ -50,13 +43,8 @@ def is_binary(losses: np.ndarray) -> bool:
 
 
 def check_bound_for_table(bound: str, losses: np.ndarray) -> None:
-    if bound not in BOUNDS:
-        raise ValueError(f"unknown bound {bound!r}; allowed: {', '.join(BOUNDS)}")
-    if bound in BINARY_ONLY and not is_binary(losses):
-        raise ValueError(
-            f"bound={bound!r} needs binary losses (every loss 0 or 1); this loss table is not "
-            "binary: use bound=hb or bound=wsr, which are valid for any loss in [0, 1]"
-        )
+    """A registered bound that is valid for this table (see :class:`~.pvalues.Bound`)."""
+    get_bound(bound).check_table(losses)
 
 
 @dataclass(frozen=True)
@@ -252,7 +240,7 @@ def split_pvalues(
     n = splits.n_cal
     sums = _cal_sums(losses, splits.cal_mask, binary)
     cal_risk = sums.astype(np.float64) / n
-    if bound in NEEDS_SEQUENCE:
+    if get_bound(bound).sequential:
         g = losses.shape[0]
         chunk = max(1, int(_WSR_CHUNK_BYTES // (8 * g * n)))
         p = np.empty((g, splits.n_splits))
@@ -384,7 +372,7 @@ def calibrate(
     procedure = make_fwer(fwer)
     g, n = cal_losses.shape
     sums = cal_losses.astype(np.float64).sum(axis=1)
-    if bound in NEEDS_SEQUENCE and order_seed is not None:
+    if get_bound(bound).sequential and order_seed is not None:
         cal_losses = cal_losses[:, np.random.default_rng(order_seed).permutation(n)]
     p = pvalues_from_losses(bound, cal_losses, alpha, delta)  # type: ignore[arg-type]
     rejected = reject_on_grid(procedure, np.asarray(p, dtype=np.float64), delta, n_grid)

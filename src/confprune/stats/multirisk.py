@@ -18,8 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ltt import is_binary
-from .pvalues import BINARY_ONLY, BOUNDS, pvalues_from_losses, pvalues_from_sums, wsr_pvalue
+from .pvalues import get_bound, pvalues_from_losses
 
 
 def combine_max(p: np.ndarray) -> np.ndarray:
@@ -45,15 +44,9 @@ def min_achievable_pvalue(bound: str, n: int, alpha: float, delta: float) -> flo
     """The smallest p-value ``bound`` can return on n points: its value at zero observed loss.
 
     binomial, hoeffding, hb: (1−α)^n; bentkus: e·(1−α)^n; wsr: the betting p-value of n zeros.
-    A risk can ever be certified only if this is ≤ δ. n = 0 gives 1.
+    A risk can ever be certified only if this is ≤ δ. n = 0 gives 1. (:meth:`Bound.min_pvalue`.)
     """
-    if bound not in BOUNDS:
-        raise ValueError(f"unknown bound {bound!r}; allowed: {', '.join(BOUNDS)}")
-    if n == 0:
-        return 1.0
-    if bound == "wsr":
-        return float(wsr_pvalue(np.zeros(int(n)), alpha, delta))
-    return float(pvalues_from_sums(bound, np.zeros(1, dtype=np.int64), int(n), alpha)[0])  # type: ignore[arg-type]
+    return get_bound(bound).min_pvalue(n, alpha, delta)
 
 
 def _as_per_risk(value: object, k: int, name: str) -> list:
@@ -78,11 +71,9 @@ def _check_losses(losses: np.ndarray, name: str) -> np.ndarray:
 
 def _bound_pvalues(bound: str, losses: np.ndarray, alpha: float, delta: float, name: str,
                    order: np.ndarray | None) -> np.ndarray:
-    if bound not in BOUNDS:
-        raise ValueError(f"unknown bound {bound!r}; allowed: {', '.join(BOUNDS)}")
-    if bound in BINARY_ONLY and not is_binary(losses):
-        raise ValueError(f"bound={bound!r} needs binary losses, but {name} is not binary: use hb or wsr")
-    if bound == "wsr" and order is not None:
+    entry = get_bound(bound)
+    entry.check_table(losses, name)
+    if entry.sequential and order is not None:
         losses = losses[..., order]
     return np.asarray(pvalues_from_losses(bound, losses, alpha, delta), dtype=np.float64)  # type: ignore[arg-type]
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from .fwer import NOT_CERTIFIED
 from .ltt import is_binary
-from .pvalues import BINARY_ONLY, BOUNDS, pvalues_from_sums, wsr_pvalue
+from .pvalues import get_bound, pvalues_from_sums, wsr_pvalue
 
 #: Default optimisation fraction, as in the paper's public code (n_cal1 = n_cal / 2); see
 #: docs/pareto_testing.md for why the power is flat around it.
@@ -178,10 +178,7 @@ def _prepare(losses: np.ndarray, costs: np.ndarray, alphas: object, bounds: obje
     if len(bound_list) != k:
         raise ValueError(f"bounds must be one name or {k} names (one per risk)")
     for kk, b in enumerate(bound_list):
-        if b not in BOUNDS:
-            raise ValueError(f"unknown bound {b!r}; allowed: {', '.join(BOUNDS)}")
-        if b in BINARY_ONLY and not is_binary(table[kk]):
-            raise ValueError(f"bound={b!r} needs binary losses, but risk {kk}'s losses are not binary")
+        get_bound(b).check_table(table[kk], f"risk {kk}'s losses")
     if not 0.0 < opt_fraction < 1.0:
         raise ValueError(f"opt_fraction must lie in (0, 1), got {opt_fraction!r}")
     n_opt = int(np.floor(opt_fraction * n))
@@ -194,8 +191,7 @@ def _mean_pvalues(bounds: tuple[str, ...], sums: np.ndarray, n: int, alpha: np.n
     """Per-risk p-values from loss sums of shape (K, ...) for mean-based bounds (K, ...)."""
     out = np.empty(sums.shape)
     for k, b in enumerate(bounds):
-        s = np.rint(sums[k]) if b == "binomial" else sums[k]
-        out[k] = pvalues_from_sums(b, s, n, float(alpha[k]))  # type: ignore[arg-type]
+        out[k] = pvalues_from_sums(b, sums[k], n, float(alpha[k]))  # type: ignore[arg-type]
     return out
 
 
@@ -204,7 +200,7 @@ def _wsr_combined(table: np.ndarray, configs: np.ndarray, points: np.ndarray, bo
     """Combined p-values (len(configs),) where some risks use WSR on ``points`` (in that order)."""
     per_risk = []
     for k, b in enumerate(bounds):
-        if b == "wsr":
+        if get_bound(b).sequential:
             per_risk.append(wsr_pvalue(table[k][np.ix_(configs, points)].astype(np.float64), float(alpha[k]), delta))
         else:
             assert mean_p is not None
@@ -218,8 +214,9 @@ def _one_split(table, cost, alpha, bounds, delta, perm, n_opt, opt_sums, total_s
     n_test = n - n_opt
     opt_risk = opt_sums / n_opt
     front = np.flatnonzero(pareto_front(np.column_stack([opt_risk.T, cost])))
-    has_wsr = "wsr" in bounds
-    mean_bounds = tuple("hb" if b == "wsr" else b for b in bounds)  # placeholders, replaced below
+    sequential = [get_bound(b).sequential for b in bounds]
+    has_wsr = any(sequential)
+    mean_bounds = tuple("hb" if seq else b for b, seq in zip(bounds, sequential, strict=True))  # placeholders
     opt_mean = _mean_pvalues(mean_bounds, opt_sums[:, front], n_opt, alpha)
     test_mean = _mean_pvalues(mean_bounds, (total_sums - opt_sums)[:, front], n_test, alpha)
     if has_wsr:

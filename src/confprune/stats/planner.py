@@ -15,7 +15,6 @@ points estimates each risk to about ±sqrt(r(1−r)/N)).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,12 +22,12 @@ import numpy as np
 from scipy.special import bdtr
 
 from .fwer import NOT_CERTIFIED, FixedSequence, FwerProcedure, certified_index, make_fwer
-from .ltt import check_loss_table, iid_validation, is_binary
+from .ltt import check_loss_table, iid_validation
 from .multirisk import min_achievable_pvalue
-from .pvalues import max_certified_count, pvalues_from_sums
+from .pvalues import BOUND_REGISTRY, get_bound, max_certified_count, pvalues_from_sums
 
 Dependence = Literal["union", "nested"]
-_MEAN_BOUNDS = ("binomial", "hoeffding", "bentkus", "hb")
+_MEAN_BOUNDS = tuple(b for b, entry in BOUND_REGISTRY.items() if not entry.sequential)  # sum-based
 
 
 @dataclass(frozen=True)
@@ -299,8 +298,7 @@ def required_n(
         return SampleSize(stays, first, float(curve_power[stays]), power, dependence, top)
 
     table = check_loss_table(arr, "pilot")
-    if bound == "binomial" and not is_binary(table):
-        raise ValueError("bound='binomial' needs a binary pilot table")
+    get_bound(bound).check_table(table, "the pilot table")
     procedure = make_fwer(fwer) if isinstance(fwer, str) else fwer
 
     def mc_power(n: int) -> float:
@@ -354,31 +352,22 @@ class Feasibility:
 def min_calibration_size(bound: str, alpha: float, delta: float, n_max: int = 2**26) -> int:
     """Smallest n whose best possible p-value (zero losses) is ≤ δ; −1 if none up to n_max.
 
-    binomial / hoeffding / hb: ⌈log δ / log(1−α)⌉; bentkus: ⌈(log δ − 1) / log(1−α)⌉; wsr: search.
+    (binomial / hoeffding / hb: ⌈log δ / log(1−α)⌉; bentkus: ⌈(log δ − 1) / log(1−α)⌉.) Found by
+    doubling and bisection on :meth:`Bound.min_pvalue`, which falls with n for every bound.
     """
-    if bound in ("binomial", "hoeffding", "hb"):
-        n = math.ceil(math.log(delta) / math.log1p(-alpha) - 1e-12)
-    elif bound == "bentkus":
-        n = math.ceil((math.log(delta) - 1.0) / math.log1p(-alpha) - 1e-12)
-    else:
-        lo, hi = 0, 1
-        while min_achievable_pvalue(bound, hi, alpha, delta) > delta:
-            if hi >= n_max:
-                return -1
-            lo, hi = hi, 2 * hi
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if min_achievable_pvalue(bound, mid, alpha, delta) <= delta:
-                hi = mid
-            else:
-                lo = mid
-        return hi
-    # Guard the closed form against rounding at the boundary.
-    while n > 1 and min_achievable_pvalue(bound, n - 1, alpha, delta) <= delta:
-        n -= 1
-    while min_achievable_pvalue(bound, n, alpha, delta) > delta:
-        n += 1
-    return n
+    get_bound(bound)
+    lo, hi = 0, 1
+    while min_achievable_pvalue(bound, hi, alpha, delta) > delta:
+        if hi >= n_max:
+            return -1
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if min_achievable_pvalue(bound, mid, alpha, delta) <= delta:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def feasibility(

@@ -12,7 +12,9 @@ betting" (WSR), Angelopoulos et al. (2021) "Learn then Test" §3.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -23,11 +25,6 @@ except ImportError:  # pragma: no cover - a SciPy that moved it: fall back to th
     _binom_cdf = None
 
 BoundName = Literal["binomial", "hoeffding", "bentkus", "hb", "wsr"]
-BOUNDS: tuple[str, ...] = ("binomial", "hoeffding", "bentkus", "hb", "wsr")
-#: bounds valid only for losses in {0, 1}
-BINARY_ONLY: frozenset[str] = frozenset({"binomial"})
-#: bounds that need the individual ordered losses, not only their sum
-NEEDS_SEQUENCE: frozenset[str] = frozenset({"wsr"})
 
 # Tolerance for turning a fractional n·R̂ into a count (method.md §3: ⌈n·R̂ − 1e-9⌉).
 _CEIL_EPS = 1e-9
@@ -209,40 +206,110 @@ def _wsr_rows(x: np.ndarray, alpha: float, delta: float) -> np.ndarray:
 def pvalues_from_sums(
     bound: BoundName, loss_sums: np.ndarray, n: int, alpha: float
 ) -> np.ndarray:
-    """p-values for the mean-based bounds from calibration loss sums (any shape).
-
-    ``loss_sums`` are Σ_i L_i over the n calibration points (for ``binomial``: integer counts).
-    """
-    if bound == "binomial":
-        return binomial_pvalue(loss_sums, n, alpha)
-    _check_n(n)
-    risk = np.asarray(loss_sums, dtype=np.float64) / n
-    # Sums of n losses in [0, 1] lie in [0, n]: the clip absorbs float rounding, nothing more.
-    if risk.size and not (np.all(risk >= -_CEIL_EPS) and np.all(risk <= 1.0 + _CEIL_EPS)):
-        _checked_unit(risk, "loss sums / n")
-    risk = np.clip(risk, 0.0, 1.0)
-    if bound == "hoeffding":
-        return hoeffding_pvalue(risk, n, alpha)
-    if bound == "bentkus":
-        return bentkus_pvalue(risk, n, alpha)
-    if bound == "hb":
-        return hb_pvalue(risk, n, alpha)
-    if bound == "wsr":
-        raise ValueError("the wsr bound needs the ordered losses, not their sums: use wsr_pvalue")
-    raise ValueError(f"unknown bound {bound!r}; allowed: {', '.join(BOUNDS)}")
+    """p-values for the sum-based bounds from calibration loss sums (any shape); see
+    :meth:`Bound.from_sums`. ``loss_sums`` are Σ_i L_i over the n calibration points."""
+    return get_bound(bound).from_sums(loss_sums, n, alpha)
 
 
 def pvalues_from_losses(bound: BoundName, losses: np.ndarray, alpha: float, delta: float) -> np.ndarray:
-    """p-values from per-sample losses along the last axis (shape (..., n)) for any bound.
+    """p-values from per-sample losses along the last axis (shape (..., n)) for any bound; see
+    :meth:`Bound.from_losses`. A sequential bound (WSR) needs the last axis already in a random
+    order independent of the data."""
+    return get_bound(bound).from_losses(losses, alpha, delta)
 
-    For ``wsr`` the last axis must already be in a random order independent of the data.
+
+# ----------------------------------------------------------------------------------------------
+# The registry: every fact about a bound lives in its entry, and nowhere else.
+
+
+def _risk_sums(fn: Callable[[np.ndarray, int, float], np.ndarray]) -> Callable[[np.ndarray, int, float], np.ndarray]:
+    """A bound of the calibration mean, fed from loss sums (checked to lie in [0, n])."""
+
+    def from_sums(sums: np.ndarray, n: int, alpha: float) -> np.ndarray:
+        _check_n(n)
+        risk = np.asarray(sums, dtype=np.float64) / n
+        # Sums of n losses in [0, 1] lie in [0, n]: the clip absorbs float rounding, nothing more.
+        if risk.size and not (np.all(risk >= -_CEIL_EPS) and np.all(risk <= 1.0 + _CEIL_EPS)):
+            _checked_unit(risk, "loss sums / n")
+        return fn(np.clip(risk, 0.0, 1.0), n, alpha)
+
+    return from_sums
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One p-value bound for H: R > α, and everything the rest of the code asks about it.
+
+    ``binary_only``: valid only for 0/1 losses (the exact binomial). ``sequential``: needs the
+    ordered losses (a betting bound, WSR), not their sums; its order must be a random permutation
+    fixed before seeing the data. ``from_sums(sums, n, α)`` (sum-based bounds) and
+    ``from_losses(losses, α, δ)`` (every bound) return p-values of the leading shape.
     """
-    losses = np.asarray(losses)
-    if bound == "wsr":
-        return wsr_pvalue(losses, alpha, delta)
-    n = losses.shape[-1]
-    sums = losses.astype(np.float64).sum(axis=-1)
-    return pvalues_from_sums(bound, np.rint(sums) if bound == "binomial" else sums, n, alpha)
+
+    name: str
+    binary_only: bool
+    sequential: bool
+    summary: str
+    sums: Callable[[np.ndarray, int, float], np.ndarray] | None = field(default=None, repr=False)
+
+    def from_sums(self, loss_sums: np.ndarray, n: int, alpha: float) -> np.ndarray:
+        if self.sums is None:
+            raise ValueError(f"the {self.name} bound needs the ordered losses, not their sums: use wsr_pvalue")
+        return self.sums(loss_sums, n, alpha)
+
+    def from_losses(self, losses: np.ndarray, alpha: float, delta: float) -> np.ndarray:
+        losses = np.asarray(losses)
+        if self.sequential:
+            return wsr_pvalue(losses, alpha, delta)
+        return self.from_sums(losses.astype(np.float64).sum(axis=-1), losses.shape[-1], alpha)
+
+    def check_table(self, losses: np.ndarray, what: str = "this loss table") -> None:
+        """Refuse a table the bound is not valid for (fractional losses for a binary-only bound)."""
+        if self.binary_only and not bool(np.all((np.asarray(losses) == 0) | (np.asarray(losses) == 1))):
+            raise ValueError(f"bound={self.name!r} needs binary losses (every loss 0 or 1); {what} is not binary: "
+                             "use bound=hb or bound=wsr, which are valid for any loss in [0, 1]")
+
+    def min_pvalue(self, n: int, alpha: float, delta: float) -> float:
+        """The smallest p-value reachable with n points (zero observed loss); 1 for n = 0. A risk can
+        ever be certified only if this is ≤ δ."""
+        if n == 0:
+            return 1.0
+        if self.sequential:
+            return float(wsr_pvalue(np.zeros(int(n)), alpha, delta))
+        return float(self.from_sums(np.zeros(1), int(n), alpha)[0])
+
+
+BOUND_REGISTRY: dict[str, Bound] = {
+    "binomial": Bound("binomial", True, False, "exact binomial tail of the integer error count",
+                      lambda sums, n, alpha: binomial_pvalue(sums, n, alpha)),
+    "hoeffding": Bound("hoeffding", False, False, "Hoeffding's KL bound", _risk_sums(hoeffding_pvalue)),
+    "bentkus": Bound("bentkus", False, False, "Bentkus' binomial-tail bound", _risk_sums(bentkus_pvalue)),
+    "hb": Bound("hb", False, False, "the smaller of Hoeffding and Bentkus", _risk_sums(hb_pvalue)),
+    "wsr": Bound("wsr", False, True, "Waudby-Smith–Ramdas betting (variance-adaptive)"),
+}
+BOUNDS: tuple[str, ...] = tuple(BOUND_REGISTRY)
+#: bounds valid only for losses in {0, 1} (derived from the registry)
+BINARY_ONLY: frozenset[str] = frozenset(b for b, e in BOUND_REGISTRY.items() if e.binary_only)
+#: bounds that need the individual ordered losses, not only their sum (derived from the registry)
+NEEDS_SEQUENCE: frozenset[str] = frozenset(b for b, e in BOUND_REGISTRY.items() if e.sequential)
+
+
+def get_bound(name: str) -> Bound:
+    """The registered bound called ``name``; a ValueError lists the allowed names."""
+    try:
+        return BOUND_REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown bound {name!r}; allowed: {', '.join(BOUND_REGISTRY)}") from None
+
+
+def resolve_bound(name: str, losses: np.ndarray) -> str:
+    """``"auto"`` resolved on a loss table — the exact binomial for 0/1 losses, else hb (the one
+    place this rule is written) — and any bound checked against the table."""
+    if name == "auto":
+        binary = bool(np.all((np.asarray(losses) == 0) | (np.asarray(losses) == 1)))
+        name = "binomial" if binary else "hb"
+    get_bound(name).check_table(losses)
+    return name
 
 
 def max_certified_count(bound: BoundName, n: int, alpha: float, delta: float) -> int:
@@ -250,8 +317,8 @@ def max_certified_count(bound: BoundName, n: int, alpha: float, delta: float) ->
 
     Useful as a sanity table (method.md §3) and in certificates.
     """
-    if bound not in ("binomial", "hoeffding", "bentkus", "hb"):
-        raise ValueError(f"max_certified_count supports mean-based bounds, not {bound!r}")
+    if get_bound(bound).sequential:
+        raise ValueError(f"max_certified_count supports sum-based bounds, not {bound!r}")
     counts = np.arange(n + 1)
     p = pvalues_from_sums(bound, counts, n, alpha)
     ok = np.flatnonzero(p <= delta)

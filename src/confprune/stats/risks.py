@@ -34,7 +34,7 @@ from .ltt import (
     reject_on_grid,
     split_pvalues,
 )
-from .pvalues import BINARY_ONLY, BOUNDS, NEEDS_SEQUENCE, pvalues_from_sums
+from .pvalues import BOUNDS, get_bound, pvalues_from_sums, resolve_bound
 
 DROP = "accuracy_drop"
 
@@ -79,13 +79,13 @@ class RiskSpec:
             if self.gamma is not None and not 0 < self.gamma < 1:
                 raise ValueError(f"accuracy_drop: gamma={self.gamma!r} must lie in (0, 1)")
             return replace(self, bound=bound)
-        bound = ("binomial" if is_binary(losses) else "hb") if self.bound == "auto" else self.bound
-        if bound not in BOUNDS:
-            raise ValueError(f"risk {self.loss}: bound={bound!r} is not allowed; choose auto or {', '.join(BOUNDS)}")
-        if bound in BINARY_ONLY and not is_binary(losses):
-            raise ValueError(f"risk {self.loss}: bound={bound!r} needs 0/1 losses, but the {self.table} table is "
-                             "fractional; use hb or wsr")
-        if self.per_class and bound in NEEDS_SEQUENCE:
+        if self.bound != "auto" and self.bound not in BOUNDS:
+            raise ValueError(f"risk {self.loss}: bound={self.bound!r} is not allowed; choose auto or {', '.join(BOUNDS)}")
+        try:
+            bound = resolve_bound(self.bound, losses)
+        except ValueError as err:
+            raise ValueError(f"risk {self.loss} ({self.table} table): {err}") from None
+        if self.per_class and get_bound(bound).sequential:
             raise ValueError(f"risk {self.loss} per class: bound={bound!r} is not supported; use binomial, hoeffding, bentkus or hb")
         if not 0 < self.alpha < 1:
             raise ValueError(f"risk {self.loss}: alpha={self.alpha!r} must lie in (0, 1)")
@@ -150,8 +150,7 @@ def _risk_split_pvalues(spec: RiskSpec, losses: np.ndarray, splits: Splits, delt
         pc = np.ones_like(p)
         for n_c in np.unique(counts[counts > 0]):
             at = counts == n_c
-            pc[:, at] = pvalues_from_sums(spec.bound, np.rint(sums[:, at]) if spec.bound == "binomial" else sums[:, at],
-                                          int(n_c), spec.alpha)
+            pc[:, at] = pvalues_from_sums(spec.bound, sums[:, at], int(n_c), spec.alpha)
         p = np.maximum(p, pc)
         worst = np.maximum(worst, np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf))
     return p, worst
