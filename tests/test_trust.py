@@ -166,6 +166,7 @@ def test_a_cache_that_cannot_be_written_keeps_the_value(tmp_path, caplog, monkey
 
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro" / "e.bin").write_text("7")
+    cache_mod.seal(tmp_path / "ro" / "e.bin")  # a complete entry, sealed with this user's secret
     monkeypatch.setattr(cache_mod, "_writable", lambda directory: False)  # a read-only but complete cache
     value, hit = cached(tmp_path / "ro" / "e.bin", lambda p: int(p.read_text()), lambda: -1, full_disk, "model")
     assert (value, hit) == (7, True) and not (tmp_path / "ro" / "e.bin.lock").exists()
