@@ -363,7 +363,7 @@ class _Recomputed:
 
 def _recompute_one(cert: Mapping[str, Any], model: nn.Module, family: Any, grid: np.ndarray, x: torch.Tensor,
                    y: torch.Tensor | None, idx: np.ndarray, batch: int, loss_obj: Loss,
-                   report: VerificationReport) -> _Recomputed:
+                   report: VerificationReport) -> _Recomputed | None:
     """A single risk: its losses at the needed grid points, p-values with the recorded bound."""
     from .stats import get_bound, pvalues_from_losses
     from .stats.risks import RiskSpec
@@ -373,8 +373,9 @@ def _recompute_one(cert: Mapping[str, Any], model: nn.Module, family: Any, grid:
     cal = table.losses[:, idx]
     try:
         get_bound(cert["bound"]).check_table(table.losses, "the recomputed loss table")
-    except ValueError as err:
+    except ValueError as err:  # e.g. a binomial bound recorded for a fractional loss: nothing to recompute
         report.add("bound", False, str(err))
+        return None
     p = np.asarray(pvalues_from_losses(cert["bound"], cal, cert["alpha"], cert["delta"]), dtype=np.float64)
     risk = cal.astype(np.float64).sum(axis=1) / cal.shape[1]
     return _Recomputed(p, risk, {loss_obj.name: table.losses}, {loss_obj.name: table.dense_losses},
