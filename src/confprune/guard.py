@@ -44,7 +44,7 @@ def refuse(err: ConfigError, where: str = "") -> None:
 
 def typed_config(cfg: DictConfig, output_dir: str | Path) -> Any:
     """The typed config of a composed job config whose ``hydra.runtime`` is not set yet."""
-    from .run import to_config
+    from .jobs import to_config
 
     job = cfg.copy()
     with open_dict(job):
@@ -55,8 +55,8 @@ def typed_config(cfg: DictConfig, output_dir: str | Path) -> Any:
 
 def check_job(cfg: DictConfig, output_dir: str | Path) -> None:
     """Check one job before it starts: its config, and that its directory is free for it."""
+    from .jobs import completed_run, config_hash
     from .pipeline import check
-    from .run import completed_run, config_hash
 
     conf = typed_config(cfg, output_dir)
     check(conf)

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,8 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from .errors import ConfigError, OptionError  # noqa: E402
 from .guard import refuse  # noqa: E402
-from .integrity import content_key  # noqa: E402
-from .record import SUMMARY, RunSummary, damaged_artifacts, read_summary  # noqa: E402
+from .jobs import completed_run, config_hash, to_config  # noqa: E402,F401  (re-exported)
+from .record import RunSummary  # noqa: E402
 from .schema import Config, register_configs  # noqa: E402
 from .tracking import (  # noqa: E402
     NullTracker,
@@ -59,58 +58,6 @@ CONF_DIR = str(_PACKAGED_CONF if (_PACKAGED_CONF / "config.yaml").is_file()
                else Path(__file__).resolve().parents[2] / "conf")
 
 register_configs()
-
-
-def to_config(cfg: DictConfig) -> Config:
-    """Typed, resolved config object (library functions never see DictConfigs)."""
-    obj = OmegaConf.to_object(cfg)
-    assert isinstance(obj, Config)  # free-form groups (model, dataset) come back as plain dicts
-    return obj
-
-
-def config_hash(cfg: Config) -> str:
-    """Hash of the resolved config minus where things are (output, cache and data directories:
-    moving one must not turn a finished run into "another config"; the data are fingerprinted in
-    the run's outputs): equal hashes, equal results."""
-    plain = asdict(cfg)
-    plain.pop("paths", None)
-    plain["dataset"] = {k: v for k, v in plain["dataset"].items() if k != "data_dir"}
-    plain.pop("logger", None)
-    plain["sweep"] = {k: v for k, v in plain["sweep"].items() if k != "progress"}
-    return content_key({"kind": "run", "config": plain})
-
-
-def completed_run(output_dir: Path, cfg_hash: str) -> RunSummary | None:
-    """The summary of a finished run of this exact config in ``output_dir``, else None.
-
-    A directory holding a *different* finished run is never overwritten: that is an error.
-    A directory without summary.json is a run that died half-way; it is redone.
-    """
-    path = output_dir / SUMMARY
-    if not path.exists():
-        return None
-    try:
-        previous = read_summary(path)
-    except (ValueError, TypeError) as err:
-        # summary.json is written atomically: an unreadable one was damaged after the run, and
-        # whose run it was cannot be told, so it is never overwritten.
-        raise ConfigError(
-            "hydra output dir", str(output_dir),
-            f"a directory without an unreadable {SUMMARY} ({err}); move it away or pick another hydra.run.dir / "
-            "hydra.sweep.dir",
-        ) from None
-    if previous.config_hash != cfg_hash:
-        raise ConfigError(
-            "hydra output dir", str(output_dir),
-            "a directory without a finished run of another config (it holds config_hash "
-            f"{previous.config_hash!r}, this run is {cfg_hash!r}); pick another hydra.run.dir / hydra.sweep.dir",
-        )
-    damaged = damaged_artifacts(output_dir, previous)
-    if damaged:
-        log.warning("the finished run in %s has missing or changed files (%s): running it again", output_dir,
-                    ", ".join(damaged[:5]))
-        return None
-    return previous
 
 
 def run_logged(cfg: DictConfig) -> RunSummary:

@@ -75,7 +75,7 @@ def criterion_options(criterion: str) -> dict[str, inspect.Parameter]:
 def check_pruning_options(options: Mapping[str, Any], group: str = "pruning") -> None:
     """Check a pruning config against :func:`build_family` and the criterion's own options;
     raises :class:`ConfigError` naming ``<group>.<key>``."""
-    from ..schema import check_options
+    from ..options import check_options
 
     structure = options.get("structure", "unstructured")
     if structure not in STRUCTURES:
