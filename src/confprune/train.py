@@ -166,20 +166,10 @@ def train_model(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     objective = OBJECTIVES[data.task]
-    params = [p for p in model.parameters() if p.requires_grad]
-    if t["optimizer"] == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
-    else:
-        opt = torch.optim.SGD(params, lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
     n = data.train_inputs.shape[0]
     bs = t["batch_size"]
     steps_per_epoch = (n + bs - 1) // bs
-    steps = t["epochs"] * steps_per_epoch
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-        if t.get("scheduler", "none") == "cosine"
-        else None
-    )
+    opt, scheduler = _optimizer(model, t, t["epochs"] * steps_per_epoch)
     # The batch outputs come from a forward hook on the objective's own pass: the metrics cost no
     # second forward pass (which would also move BatchNorm statistics and dropout's random stream).
     outputs: list[torch.Tensor] = []
@@ -229,6 +219,18 @@ def train_model(
             hook.remove()
     model.eval()
     return {"final_train_loss": last}, (tracker.state() if tracker is not None else {})
+
+
+def _optimizer(model: nn.Module, t: dict[str, Any], steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """The trainer's optimizer over the trainable parameters and its learning-rate schedule (None:
+    constant); neither draws random numbers."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if t["optimizer"] == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
+    else:
+        opt = torch.optim.SGD(params, lr=t["lr"], momentum=0.9, weight_decay=t["weight_decay"])
+    cosine = t.get("scheduler", "none") == "cosine"
+    return opt, (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)) if cosine else None)
 
 
 def _step_metrics(task: str, loss: float, outputs: list[torch.Tensor], targets: torch.Tensor, epoch: float,
