@@ -12,6 +12,7 @@ table, and calls :func:`certify_from_table`, which is also how :func:`certify` e
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -330,7 +331,9 @@ def certify(
         _tune_allocator()
     was_training = model.training
     try:  # the caller's train/eval mode is restored, whatever happens
-        example = next(iter(as_batches(calibration_data, batch_size)()))[0]  # only its shape is used
+        example, targets = next(iter(as_batches(calibration_data, batch_size)()))  # only the shape is used
+        if loss_obj.task == "custom":  # a callable sees the targets whenever the data has them
+            loss_obj = dataclasses.replace(loss_obj, labeled=targets is not None)
         family = build_family(
             model, criterion=criterion, scope=scope, include_bias=include_bias or structure == "channel",
             include_norm=include_norm or structure == "channel", seed=seed,

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m confprune.plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("pilot", help="a run directory (its losses.npz) or a losses.npz file")
     parser.add_argument("--alpha", type=float, required=True)
-    parser.add_argument("--delta", type=float, default=0.05)
+    parser.add_argument("--delta", type=float, default=None,
+                        help="default: the pilot run's δ (its summary.json), else 0.05")
     parser.add_argument("--n-cal", type=int, required=True, help="the calibration size you plan to use")
     parser.add_argument("--bound", default="auto")
     parser.add_argument("--target-sparsity", type=float, help="how many calibration points does this sparsity need?")
@@ -97,7 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=500)
     args = parser.parse_args(argv)
     path = Path(args.pilot)
+    run_dir = path if path.is_dir() else path.parent
     path = path / "losses.npz" if path.is_dir() else path
+    if args.delta is None:
+        args.delta = _pilot_delta(run_dir)
+    for key, value in (("--alpha", args.alpha), ("--delta", args.delta), ("--power", args.power)):
+        if not 0 < value < 1:
+            print(f"confprune.plan: {key}={value!r} is not allowed; allowed: a number in the open interval (0, 1)",
+                  file=sys.stderr)
+            return 2
+    for key, value in (("--n-cal", args.n_cal), ("--reps", args.reps)):
+        if value < 1:
+            print(f"confprune.plan: {key}={value!r} is not allowed; allowed: an integer ≥ 1", file=sys.stderr)
+            return 2
     try:
         table = LossTable.load(path)
         result = plan(table, alpha=args.alpha, delta=args.delta, n_cal=args.n_cal, bound=args.bound,
@@ -109,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{table.dense_risk:.4f}); alpha={args.alpha:g} delta={args.delta:g} bound={result.bound}")
     print("\n".join(result.lines()))
     return 0
+
+
+def _pilot_delta(run_dir: Path) -> float:
+    """The δ the pilot run used (its summary.json), else 0.05."""
+    from .record import read_summary
+
+    try:
+        return float(read_summary(run_dir).delta)
+    except (OSError, ValueError, TypeError, KeyError):
+        return 0.05
 
 
 if __name__ == "__main__":

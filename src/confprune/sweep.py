@@ -371,11 +371,13 @@ def _sweep_streamed(sweep: _Sweep, source: BatchSource, chunk: int) -> float:
                 t = time.perf_counter()
                 sweep.pruned_batch(net, lam, x, y, dense_b, b, parts[k], aux[k])
                 times[k] += time.perf_counter() - t
-            if source.n_batches:  # the bar moves with the data, not only at the chunk's end
-                sweep.bar.update(len(lams) / source.n_batches)
+            if source.n_batches:  # the bar moves with the data, not only at the chunk's end (set, not
+                # summed: fractions summed in floating point overshot the total, 100.00000000000007/100)
+                sweep.bar.n = min(c0 + len(lams), round(c0 + len(lams) * (b + 1) / source.n_batches, 6))
+                sweep.bar.update(0)
         for k, lam in enumerate(lams):
-            if not source.n_batches:
-                sweep.bar.update(1)
+            sweep.bar.n = c0 + k + 1
+            sweep.bar.update(0)
             if sweep.finish_row(c0 + k, lam, parts[k], aux[k], times[k]):
                 return dense_seconds
     return dense_seconds

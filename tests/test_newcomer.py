@@ -1,0 +1,79 @@
+"""Issue 24 (newcomer fixes, first ones): the planner's CLI refuses impossible levels in one line
+and takes δ from its pilot run, a DataLoader sweep's progress bar ends at its total, a custom
+loss records whether it saw labels, and every CLI has a console script."""
+
+from __future__ import annotations
+
+import tomllib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import confprune
+from confprune.plan import main as plan_main
+from confprune.sweep import LossTable
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def pilot(tmp_path):
+    rng = np.random.default_rng(0)
+    losses = (rng.random((6, 400)) < np.linspace(0, 0.1, 6)[:, None]).astype(np.float32)
+    LossTable(grid=np.linspace(0, 0.5, 6), losses=losses, sparsity=np.linspace(0, 0.5, 6)).save(tmp_path / "losses.npz")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--alpha", "5", "--n-cal", "100"], "--alpha=5.0"),
+    (["--alpha", "0.05", "--delta", "0", "--n-cal", "100"], "--delta=0.0"),
+    (["--alpha", "0.05", "--n-cal", "0"], "--n-cal=0"),
+])
+def test_the_planner_refuses_impossible_levels_in_one_line(pilot, capsys, args, needle):
+    assert plan_main([str(pilot), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "math domain" not in err[0]
+
+
+def test_the_planner_takes_delta_from_its_pilot_run(pilot, capsys, monkeypatch):
+    import confprune.plan as plan_mod
+
+    assert plan_main([str(pilot), "--alpha", "0.2", "--n-cal", "300", "--reps", "50"]) == 0
+    assert "delta=0.05" in capsys.readouterr().out  # no summary.json: the default
+    monkeypatch.setattr(plan_mod, "_pilot_delta", lambda run_dir: 0.2)  # a run that used δ = 0.2
+    assert plan_main([str(pilot), "--alpha", "0.2", "--n-cal", "300", "--reps", "50"]) == 0
+    assert "delta=0.2" in capsys.readouterr().out
+
+
+def test_a_dataloader_sweep_ends_its_bar_at_the_total():
+    model = nn.Sequential(nn.Linear(4, 3))
+    x = torch.randn(700, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tqdm's TqdmWarning when the count passes the total
+        res = confprune.certify(model, DataLoader(TensorDataset(x, y), batch_size=70), progress=True,
+                                measure_cost=False, lambdas=[round(0.1 * i, 1) for i in range(7)])
+    assert res.calibration.n == 700
+
+
+def test_a_custom_loss_records_whether_it_saw_labels():
+    model = nn.Sequential(nn.Linear(4, 3))
+    x = torch.randn(300, 4)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    wrong = confprune.certify(model, (x, y), loss=lambda d, p, t: (p.argmax(1) != t).float(), measure_cost=False)
+    assert wrong.certificate["loss"]["labeled"] is True
+    apart = confprune.certify(model, x, loss=lambda d, p, t: (p.argmax(1) != d.argmax(1)).float(), measure_cost=False)
+    assert apart.certificate["loss"]["labeled"] is False
+
+
+def test_every_cli_has_a_console_script():
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"confprune-run": "confprune.run:main", "confprune-verify": "confprune.verify:main",
+                       "confprune-plan": "confprune.plan:main", "confprune-figures": "confprune.figures:main"}
