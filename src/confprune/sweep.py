@@ -376,7 +376,8 @@ def _sweep_streamed(sweep: _Sweep, source: BatchSource, chunk: int) -> float:
                 sweep.bar.n = min(c0 + len(lams), round(c0 + len(lams) * (b + 1) / source.n_batches, 6))
                 sweep.bar.update(0)
         for k, lam in enumerate(lams):
-            sweep.bar.n = c0 + k + 1
+            # With a known length the bar stands at the chunk's end now, else it moves per row.
+            sweep.bar.n = c0 + (len(lams) if source.n_batches else k + 1)
             sweep.bar.update(0)
             if sweep.finish_row(c0 + k, lam, parts[k], aux[k], times[k]):
                 return dense_seconds
