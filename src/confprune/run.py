@@ -199,10 +199,15 @@ def _report(s: RunSummary) -> None:
     if s.certified_fraction == 0:
         coverage = f"no split certified anything ({s.n_splits} splits): no claim to check"
     else:
-        test = ("coverage undefined (n_test=0)" if s.coverage is None
-                else f"coverage {s.coverage:.3f} [{s.coverage_ci[0]:.3f}, {s.coverage_ci[1]:.3f}]")
-        coverage = (f"{test}, i.i.d. exact {s.iid_coverage:.3f} over {s.n_splits} splits "
-                    f"(target >= {1 - s.delta:g}; {s.certified_fraction:.1%} certified)")
+        # The exact check first: i.i.d. draws scored against the pool risk are what the guarantee
+        # bounds; the paper's split coverage is noisy and can sit below 1 − δ for a valid rule.
+        iid_ci = s.iid_coverage_ci or [float("nan"), float("nan")]
+        split = ("split coverage undefined (n_test=0)" if s.coverage is None
+                 else f"split coverage (paper's finite-pool check, noisy; not bounded by the guarantee) "
+                      f"{s.coverage:.3f} [{s.coverage_ci[0]:.3f}, {s.coverage_ci[1]:.3f}]")
+        coverage = (f"i.i.d. coverage {s.iid_coverage:.3f} [{iid_ci[0]:.3f}, {iid_ci[1]:.3f}] over {s.n_splits} "
+                    f"draws (the guarantee's exact check, target >= {1 - s.delta:g}), {split}; "
+                    f"{s.certified_fraction:.1%} of splits certified")
     dense = ", ".join(f"{k} {v:.4f}" for k, v in s.dense.items()) or "no metrics"
     log.info("%s | loss %s | criterion %s/%s (%s) | bound %s, fwer %s | alpha=%g delta=%g | %s | %s | %s | dense %s",
              s.experiment, s.loss, s.criterion, s.scope, s.structure, s.bound, s.fwer, s.alpha, s.delta, deployed,
