@@ -97,3 +97,23 @@ def test_the_console_leads_with_the_exact_check(caplog):
     line = caplog.text
     assert line.index("i.i.d. coverage 1.000") < line.index("split coverage")
     assert "the guarantee's exact check, target >= 0.95" in line and "not bounded by the guarantee) 0.930" in line
+
+
+@pytest.mark.parametrize("overrides,missing,key,extra", [
+    (["logger=wandb"], "wandb", "logger.name", "tracking"),
+    (["figures=true"], "matplotlib", "figures", "pipeline"),
+    (["experiment=polyp_smoke"], "albumentations", "dataset.name", "segmentation"),
+    (["pruning=channel"], "torch_pruning", "pruning.structure", "channel"),
+])
+def test_a_missing_extra_is_named_before_any_work(compose, monkeypatch, overrides, missing, key, extra):
+    import importlib.util
+
+    from confprune.errors import ConfigError
+    from confprune.schema import check_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    _, cfg = compose(["experiment=mnist_smoke", *overrides] if "experiment" not in overrides[0] else overrides)
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert err.value.key == key and f'confprune[{extra}]' in str(err.value), str(err.value)

@@ -239,6 +239,7 @@ def check_config(cfg: Config) -> list[float]:
     """
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
         raise ConfigError("seed", cfg.seed, "an integer in [0, 2^32)")
+    _check_extras(cfg)
     grid = _check_calibration(cfg.calibration)
     _check_factory_groups(cfg)
     _check_training_and_sweep(cfg)
@@ -413,6 +414,39 @@ def _check_model_fits(cfg: Config) -> None:
         got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError("model.name", name, f"a model whose outputs on {cfg.dataset['name']} have the shape "
                           f"{tuple(want)} per sample (this one gives {got})")
+
+
+# What a run imports beyond the core install, by the config key that asks for it: the module, the
+# extra that installs it, and the value that needs none.
+_EXTRAS = {
+    "figures": ("matplotlib", "pipeline", "false"),
+    "logger.name": ("wandb", "tracking", "none"),
+    "dataset.name": ("albumentations", "segmentation", "mnist or fashion_mnist"),
+    "pruning.structure": ("torch_pruning", "channel", "unstructured"),
+}
+_SEGMENTATION_DATASETS = ("polypgen",)
+
+
+def _check_extras(cfg: Config) -> None:
+    """A missing optional dependency is one message naming the extra, before any directory is made
+    (it used to be a ModuleNotFoundError traceback after the output folder existed)."""
+    import importlib.util
+
+    structures = {cfg.pruning.get("structure", "unstructured"),
+                  *(f.get("structure", "unstructured") for f in (cfg.knobs.families if cfg.knobs else []))}
+    asked = {
+        "figures": bool(cfg.figures),
+        "logger.name": cfg.logger.name == "wandb" and cfg.logger.mode != "disabled",
+        "dataset.name": cfg.dataset.get("name") in _SEGMENTATION_DATASETS,
+        "pruning.structure": "channel" in structures,
+    }
+    for key, needed in asked.items():
+        module, extra, instead = _EXTRAS[key]
+        if needed and importlib.util.find_spec(module) is None:
+            value = {"figures": cfg.figures, "logger.name": cfg.logger.name, "dataset.name": cfg.dataset.get("name"),
+                     "pruning.structure": "channel"}[key]
+            raise ConfigError(key, value, f"{instead}, or install the {extra} extra (no module {module!r} here): "
+                              f"pip install \"confprune[{extra}]\"")
 
 
 def _wandb_key() -> bool:

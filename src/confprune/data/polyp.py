@@ -21,10 +21,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
 from ..errors import OptionError
@@ -91,7 +90,12 @@ class PolypDataError(FileNotFoundError):
     """A PolypGen tree that cannot be read as the official layout: one message naming the file."""
 
 
-def _read(path: Path, mode: str) -> Image.Image:
+def _read(path: Path, mode: str) -> Any:
+    from PIL import (  # the segmentation extra: imported when polyp data are read
+        Image,
+        UnidentifiedImageError,
+    )
+
     try:
         with Image.open(path) as im:
             return im.convert(mode)
@@ -105,6 +109,8 @@ def load_pair(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:
     The mask is binarised at > 127 on the full-resolution JPEG (the official masks are 3-channel
     JPEGs with compression noise), then resized with nearest neighbour.
     """
+    from PIL import Image
+
     img = _read(sample.image, "RGB").resize((size, size), Image.BILINEAR)
     mask_full = np.asarray(_read(sample.mask, "L")) > 127
     mask = Image.fromarray(mask_full.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
@@ -178,6 +184,8 @@ def synth_frame(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
 
 def _save_jpeg(path: Path, array: np.ndarray, quality: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
     Image.fromarray(array).save(path, quality=quality)
 
 
