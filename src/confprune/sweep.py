@@ -302,13 +302,11 @@ class _Sweep:
         self.tables = [_Rows(loss) for loss in self.losses]
         self.dense_parts = [[] for _ in self.losses]
 
-    def dense_batch(self, x: torch.Tensor, y: torch.Tensor | None, b: int) -> torch.Tensor:
-        """The dense outputs of batch ``b``; the data's fingerprint and the dense model's own losses."""
-        out = _dense_outputs(self.dense_net, x, b)
+    def record_dense(self, x: torch.Tensor, y: torch.Tensor | None, out: torch.Tensor) -> None:
+        """A batch's part of the data's fingerprint and of the dense model's own losses."""
         self.fp.update(x, y)
         for i, loss in enumerate(self.losses):
             self.dense_parts[i].append(_losses_of(loss, out, out, y, {}))
-        return out
 
     def pruned_batch(self, net: nn.Module, lam: float, x: torch.Tensor, y: torch.Tensor | None, dense: torch.Tensor,
                      b: int, parts: list[list[torch.Tensor]], aux: list[dict[str, float]]) -> None:
@@ -332,9 +330,7 @@ def _sweep_in_memory(sweep: _Sweep, source: BatchSource) -> float:
     dense = [_dense_outputs(sweep.dense_net, x, b) for b, (x, _) in enumerate(batches)]
     dense_seconds = time.perf_counter() - t
     for (x, y), out in zip(batches, dense, strict=True):
-        sweep.fp.update(x, y)
-        for i, loss in enumerate(sweep.losses):
-            sweep.dense_parts[i].append(_losses_of(loss, out, out, y, {}))
+        sweep.record_dense(x, y, out)
     net = None
     for j, lam in enumerate(sweep.grid.tolist()):
         t = time.perf_counter()
@@ -362,11 +358,10 @@ def _sweep_streamed(sweep: _Sweep, source: BatchSource, chunk: int) -> float:
         for b, (x, y) in enumerate(source()):
             x, y = fast_layout(x.to(sweep.device)), None if y is None else y.to(sweep.device)
             t = time.perf_counter()
+            dense_b = _dense_outputs(sweep.dense_net, x, b)
             if c0 == 0:
-                dense_b = sweep.dense_batch(x, y, b)
                 dense_seconds += time.perf_counter() - t
-            else:
-                dense_b = _dense_outputs(sweep.dense_net, x, b)
+                sweep.record_dense(x, y, dense_b)
             for k, (lam, net) in enumerate(zip(lams, nets, strict=True)):
                 t = time.perf_counter()
                 sweep.pruned_batch(net, lam, x, y, dense_b, b, parts[k], aux[k])
