@@ -286,7 +286,8 @@ def test_dashboard_summary_has_panel_keys_and_no_local_paths():
 
 def test_deployed_cost_counts_what_the_structure_saves():
     assert deployed_cost(_summary()).macs_kind == "nonzero_macs"  # unstructured: dense kernels run all MACs
-    channel = deployed_cost(_summary(structure="channel"))
+    base = _summary().cost
+    channel = deployed_cost(_summary(structure="channel", cost={**base, "kind": "macs"}))  # the family's cost_kind
     assert channel.macs_kind == "macs" and channel.macs_reduction == 1.0
     assert deployed_cost(_summary(cost={})) is None
 

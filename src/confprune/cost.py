@@ -221,17 +221,9 @@ COST_CONVENTIONS = (
 
 
 def export_payload(model: nn.Module, family: Any, lam: float) -> tuple[Any, nn.Module]:
-    """The certified model at λ as it is exported, and the module that runs it: unstructured →
-    the sparse encoding of the dense-shape state_dict; channel → the physically smaller module."""
-    from .compact import encode_sparse_state, pruned_module_payload
-    from .forward import fast_copy
-
-    if getattr(family, "structure", "unstructured") == "channel":
-        net = family.pruned_model(model, lam)
-        return pruned_module_payload(net), net
-    net = family.pruned_model(model, lam, fast_copy(model))
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}  # the exported layout
-    return encode_sparse_state(state), net
+    """The certified model at λ as it is exported, and the module that runs it (the family's own
+    :meth:`~confprune.pruning.Family.export_payload`)."""
+    return family.export_payload(model, lam)
 
 
 def model_cost(model: nn.Module, family: Any, lam: float | None, example: torch.Tensor) -> dict[str, Any]:
@@ -240,7 +232,8 @@ def model_cost(model: nn.Module, family: Any, lam: float | None, example: torch.
     if lam is None:
         net, payload = model, model.state_dict()
     else:
-        payload, net = export_payload(model, family, lam)
+        payload, _ = family.export_payload(model, lam)
+        net = family.cost_model(model, lam)  # int8: the float layers are counted (precision, not count, changes)
     macs = count_macs(net, torch.zeros_like(example[:1]))
     params = count_parameters(net)
     return {"parameters": params["nonzero"], "parameters_total": params["total"], "macs": macs["macs"],
@@ -250,14 +243,10 @@ def model_cost(model: nn.Module, family: Any, lam: float | None, example: torch.
 def cost_curve(model: nn.Module, family: Any, lambdas: Any, example: torch.Tensor) -> dict[str, list[Any]]:
     """Parameters and MACs of the model pruned at every λ (lists aligned with ``lambdas``); export
     bytes are measured by :func:`model_cost` where they are reported (deployed λ̂, latency points)."""
-    from .forward import fast_copy
-
     x = torch.zeros_like(example[:1])
-    channel = getattr(family, "structure", "unstructured") == "channel"
-    workspace = None if channel else fast_copy(model)
     rows = []
     for lam in lambdas:
-        net = family.pruned_model(model, float(lam), workspace)
+        net = family.cost_model(model, float(lam))
         macs, params = count_macs(net, x), count_parameters(net)
         rows.append({"parameters": params["nonzero"], "macs": macs["macs"], "nonzero_macs": macs["nonzero_macs"]})
     return {"lambda": [float(v) for v in lambdas], **{k: [r[k] for r in rows] for k in rows[0]}}

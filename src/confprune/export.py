@@ -15,22 +15,17 @@ from torch import nn
 from . import __version__
 from .cache import atomic_write
 from .integrity import state_dict_checksum
-from .pruning import PruningFamily
+from .pruning import Family
 from .record import write_json
 from .stats import Calibration
 
 
-def pruned_state_dict(model: nn.Module, family: PruningFamily, lam: float) -> dict[str, torch.Tensor]:
+def pruned_state_dict(model: nn.Module, family: Family, lam: float) -> dict[str, torch.Tensor]:
     """The exported state_dict of the model pruned at λ. Unstructured: the dense model's
     state_dict with the pool pruned (exact zeros; loads into the dense architecture with
     ``load_state_dict``). Channel: the physically smaller module's state_dict (see
     :func:`pruned_module`)."""
-    if family.structure == "channel":
-        return {k: v.detach().clone() for k, v in family.pruned_model(model, lam).state_dict().items()}
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    params = {k: state[k] for k in family.parameter_names}
-    state.update({k: v.clone() for k, v in family.apply(params, lam).items()})
-    return state
+    return family.export_state(model, lam)
 
 
 def library_versions() -> dict[str, str]:
@@ -74,9 +69,11 @@ def claim_text(certified: bool, alpha: float, delta: float, n: int, loss: str, b
              f"the expected {r['loss']} loss {'of every class ' if r['per_class'] else ''}is at most {r['alpha']:g}")
             + f" ({r['bound']})" for r in risks
         ]
+        how = ("Pareto testing over the declared pruning families and ratios: the front found on a seeded "
+               "optimisation part, tested in fixed sequence on the rest; the maximum of the risks' p-values"
+               if fwer == "pareto_testing" else f"Learn-Then-Test, the maximum of the risks' p-values, {fwer} FWER control")
         return (f"With probability at least 1 - delta = {1 - delta:g} over the draw of the {n} exchangeable "
-                f"calibration points, for the pruned model at once: {'; '.join(parts)} (Learn-Then-Test, the "
-                f"maximum of the risks' p-values, {fwer} FWER control).")
+                f"calibration points, for the pruned model at once: {'; '.join(parts)} ({how}).")
     return (f"With probability at least 1 - delta = {1 - delta:g} over the draw of the {n} exchangeable "
             f"calibration points, the expected {loss} loss of the pruned model is at most alpha = {alpha:g} "
             f"(Learn-Then-Test, {bound} p-values, {fwer} FWER control).")
@@ -108,7 +105,7 @@ def build_certificate(
     cal_indices: np.ndarray,
     calibration_draw: Mapping[str, Any] | None,
     procedure: Any,
-    family: PruningFamily,
+    family: Family,
     model: nn.Module,
     pruned: Mapping[str, torch.Tensor] | None,
     loss: Mapping[str, Any],

@@ -169,7 +169,7 @@ def deployed_cost(summary: RunSummary) -> DeployedCost | None:
     dense, deploy = summary.cost.get("dense"), summary.cost.get("deploy")
     if not dense or not deploy:
         return None
-    kind = "macs" if summary.structure == "channel" else "nonzero_macs"
+    kind = summary.cost.get("kind", "nonzero_macs")  # the MAC count that measures the family's saving
     batch = _smallest_batch(dense.get("latency"))
     return DeployedCost(kind, float(dense[kind]), float(deploy[kind]), batch,
                         _latency(dense.get("latency"), batch), _latency(deploy.get("latency"), batch))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, OptionError
+from .family import Family, check_family
 from .hybrid import HybridFamily
 from .masks import SCOPES, PruningFamily, n_pruned, prunable_parameters
 from .scores import (
@@ -64,6 +65,12 @@ CHANNEL_ALIASES = {"magnitude": "l1"}
 CHANNEL_OPTIONS: dict[str, Callable[..., None]] = {
     "l1": lambda: None, "l2": lambda: None, "activation": channel_options, "random": lambda: None,
 }
+
+
+def requires_module(options: Mapping[str, Any]) -> str | None:
+    """The optional module a pruning config needs beyond the core install (channel pruning traces
+    the model with torch-pruning), or None."""
+    return "torch_pruning" if options.get("structure", "unstructured") == "channel" else None
 
 
 def criterion_options(criterion: str) -> dict[str, inspect.Parameter]:
@@ -214,7 +221,11 @@ def _channel_family(
     return family
 
 
+from .quantized import QuantizedFamily, quantize_linear  # noqa: E402  (after build_family: no cycle)
+from .spec import FamilySpec  # noqa: E402
+
 __all__ = [
+    "Family", "FamilySpec", "QuantizedFamily", "check_family", "quantize_linear", "requires_module",
     "ALL_CRITERIA", "CHANNEL_OPTIONS", "CRITERIA", "FAMILIES", "STRUCTURES", "FAMILY_KEYS", "HybridFamily", "NEEDS_SCORE_INPUTS", "SCOPES",
     "PruningFamily", "ScoreContext", "build_family", "check_family_fits", "check_pruning_options", "criterion_options",
     "magnitude_scores", "mu_scores", "n_pruned", "prunable_parameters", "random_scores", "sipp_batch_size",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -96,6 +97,19 @@ class HybridFamily(PruningFamily):
 
     def masks(self, lam: float) -> dict[str, torch.Tensor]:
         return {n: f != 0 for n, f in self.factors(lam).items()}
+
+    def removal_lambda(self, name: str, lambdas: Any) -> tuple[Any, str]:
+        """Sampled groups are not nested in a closed form: scanned on the grid."""
+        from .family import scanned_removal_lambda
+
+        return scanned_removal_lambda(self, name, lambdas)
+
+    def figure_notes(self, lam: float | None) -> list[str]:
+        notes = super().figure_notes(lam)
+        if lam is not None:  # the kept weights of sampled groups are rescaled
+            reweighted = sum(int(((f != 0) & (f != 1)).sum()) for f in self.factors(float(lam)).values())
+            notes.append(f"{reweighted} kept entries of the pool reweighted by count/(m·p)")
+        return notes
 
     def sparsity(self, lam: float) -> float:
         zeros = sum(int((f == 0).sum()) for f in self.factors(lam).values())

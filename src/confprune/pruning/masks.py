@@ -11,6 +11,7 @@ quantile is computed (torch.quantile fails above 2^24 elements). round(λ·P) is
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,13 +58,13 @@ class PruningFamily:
     Higher score = more important = pruned later. ``rank[name]`` holds each entry's position in
     its group's ascending order; the entry is kept at λ iff rank ≥ k(λ) of its group.
 
-    The protocol every family follows (this one, the SiPP hybrid, the channel family):
-    ``sparsity(λ)``, ``apply(params, λ)`` (pruned copies of the dense-shape parameters),
-    ``pruned_model(model, λ, workspace)`` (the model that is evaluated and exported),
-    ``parameter_names``, ``pool_size``, ``structure``, ``criterion``, ``scope``, ``config``.
+    It implements :class:`~.family.Family` (the protocol every family follows); its export is
+    the dense architecture's state_dict with exact zeros.
     """
 
     structure = "unstructured"
+    cost_kind = "nonzero_macs"  # dense kernels run every zero: only sparse kernels would gain
+    sparsity_of = "pruning pool"
 
     def __init__(self, ranks: Mapping[str, torch.Tensor], groups: list[list[str]], criterion: str = "", scope: str = "global"):
         self.ranks = dict(ranks)
@@ -115,6 +116,35 @@ class PruningFamily:
         net = workspace if workspace is not None else fast_copy(model)
         params = {n: p.detach() for n, p in model.named_parameters() if n in self.ranks}
         return load_weights(net, self.apply(params, lam))
+
+    def exported_module(self, model: nn.Module, lam: float) -> nn.Module | None:
+        """None: the export is a masked state of the dense architecture, not a smaller module."""
+        return None
+
+    def export_state(self, model: nn.Module, lam: float) -> dict[str, torch.Tensor]:
+        """The dense model's state_dict with the pool pruned at λ (loads with ``load_state_dict``)."""
+        from .family import masked_state
+
+        return masked_state(model, self, lam)
+
+    def export_payload(self, model: nn.Module, lam: float) -> tuple[Any, nn.Module]:
+        """The sparse (bitmask/CSR) encoding of the exported state, and the module that runs it."""
+        from .family import masked_payload
+
+        return masked_payload(model, self, lam)
+
+    def cost_model(self, model: nn.Module, lam: float) -> nn.Module:
+        return self.pruned_model(model, lam)
+
+    def removal_lambda(self, name: str, lambdas: Any) -> tuple[Any, str]:
+        """λ at which each entry of ``name`` is removed: exactly rank / group size."""
+        return self.ranks[name].cpu().numpy() / self.group_sizes[self.group_of[name]], "λ at which it is removed"
+
+    def figure_notes(self, lam: float | None) -> list[str]:
+        if self.config.get("include_bias", True):
+            return []
+        why = " (SiPP has no sensitivity for biases)" if self.criterion.startswith("sipp") else ""
+        return [f"biases are outside the pruning pool{why}"]
 
     def pruned_per_group(self, lam: float) -> list[int]:
         if not 0.0 <= lam < 1.0:

@@ -190,6 +190,8 @@ class ChannelFamily:
     """
 
     structure = "channel"
+    cost_kind = "macs"  # removed units leave the executed (dense-kernel) multiply-adds
+    sparsity_of = "model"
 
     def __init__(
         self,
@@ -390,6 +392,31 @@ class ChannelFamily:
         for name, sides in self._channel_removals(lam).items():
             _shrink(modules[name], sides["out"], sides["in"])
         return pruned
+
+    def exported_module(self, model: nn.Module, lam: float) -> nn.Module | None:
+        """The physically smaller module (what is exported)."""
+        return self.pruned_model(model, lam)
+
+    def export_state(self, model: nn.Module, lam: float) -> dict[str, torch.Tensor]:
+        """The physically smaller module's state_dict."""
+        return {k: v.detach().clone() for k, v in self.pruned_model(model, lam).state_dict().items()}
+
+    def export_payload(self, model: nn.Module, lam: float) -> tuple[Any, nn.Module]:
+        from ..compact import pruned_module_payload
+
+        net = self.pruned_model(model, lam)
+        return pruned_module_payload(net), net
+
+    def cost_model(self, model: nn.Module, lam: float) -> nn.Module:
+        return self.pruned_model(model, lam)
+
+    def removal_lambda(self, name: str, lambdas: Any) -> tuple[Any, str]:
+        from .family import scanned_removal_lambda
+
+        return scanned_removal_lambda(self, name, lambdas)
+
+    def figure_notes(self, lam: float | None) -> list[str]:
+        return ["channel pruning removes whole output units (kernel, bias, BatchNorm together)"]
 
     def description(self) -> dict[str, Any]:
         """JSON-able record for certificates: criterion, scope, groups, units per layer, and a
