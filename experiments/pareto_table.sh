@@ -16,19 +16,21 @@ import json, sys
 from pathlib import Path
 import pandas as pd
 rows = []
-for rec in sorted(Path(sys.argv[1]).glob("*/pareto.json")):
-    r = json.loads(rec.read_text())
-    c = r["configuration"] or {}
-    single = {s["knob"]: s for s in r["single_knob"]}
-    rows.append({"objective": r["objective"], "certified": c.get("label"), "lambda": c.get("lambda"),
-                 "cost": c.get("cost"), "best_single_knob_cost": r["best_single_knob_cost"],
-                 "gain": (r["best_single_knob_cost"] / c["cost"]) if c.get("cost") and r["best_single_knob_cost"] else None,
+for cert_path in sorted(Path(sys.argv[1]).glob("*/certificate.json")):
+    cert, summary = json.loads(cert_path.read_text()), json.loads((cert_path.parent / "summary.json").read_text())
+    p, cost = cert["pareto"], summary["cost"]
+    label = p["labels"][p["certified_family"]] if cert["certified"] else None
+    single = {s["knob"]: s for s in cost["single_family"]}
+    best = cost["best_single_family"]
+    rows.append({"objective": p["objective"], "certified": label, "lambda": cert["lambda_hat"],
+                 "cost": p["certified_cost"], "best_single_knob_cost": best,
+                 "gain": (best / p["certified_cost"]) if p["certified_cost"] and best else None,
                  **{f"single[{k}]": f"λ={v['lambda']}, cost={v['cost']}" for k, v in single.items()},
-                 "iid_coverage": r["iid_check"]["coverage"], "iid_reps": r["iid_check"]["reps"],
-                 "certified_fraction": r["iid_check"]["certified_fraction"]})
-    fig = rec.parent / "figures" / "pareto_front.png"
+                 "iid_coverage": summary["iid_coverage"], "iid_reps": summary["n_splits"],
+                 "certified_fraction": summary["certified_fraction"]})
+    fig = cert_path.parent / "figures" / "pareto_front.png"
     if fig.exists():
-        (Path("experiments/results") / f"pareto_front_{r['objective']}.png").write_bytes(fig.read_bytes())
+        (Path("experiments/results") / f"pareto_front_{p['objective']}.png").write_bytes(fig.read_bytes())
 t = pd.DataFrame(rows)
 t.to_csv("experiments/results/pareto_mnist.csv", index=False)
 with pd.option_context("display.width", 250, "display.max_columns", 30):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from confprune.models import MnistCNN
-from confprune.multiknob import Knob, certify_pareto, iid_validate_pareto, knob_tables
+from confprune.multiknob import certify_pareto, iid_validate_pareto, knob_tables
+from confprune.pruning import FamilySpec as Knob
 from confprune.stats.risks import RiskSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,9 +46,9 @@ def test_certify_pareto_returns_a_cheapest_passing_configuration(cnn):
     certified = [r for r in rows if r["certified"]]
     assert certified and conf["cost"] == min(r["cost"] for r in certified)  # the cheapest that passed
     assert all(r["p_test"] <= 0.1 for r in certified)  # the rejected prefix
-    assert res.pruned is not None
+    assert res.pruned_model is not None
     with torch.no_grad():  # the certified model's risk on these points is about the estimate
-        err = float((res.pruned(x).argmax(1) != y).float().mean())
+        err = float((res.pruned_model(x).argmax(1) != y).float().mean())
     assert err <= 0.08 + 0.02
 
 
@@ -79,12 +80,14 @@ def test_pareto_experiment_through_the_runner(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 
-    record = json.loads((out / "pareto.json").read_text())
-    assert {"configuration", "single_knob", "iid_check", "knobs"} <= set(record)
+    cert = json.loads((out / "certificate.json").read_text())
+    assert cert["fwer"] == "pareto_testing" and len(cert["pareto"]["families"]) == 4
     assert (out / "pareto_front.csv").exists() and (out / "figures" / "pareto_front.png").exists()
     from confprune.record import read_summary
 
-    assert read_summary(out).structure == "multi-knob"
+    summary = read_summary(out)
+    assert summary.fwer == "pareto_testing" and len(summary.cost["single_family"]) == 4
+    assert summary.cost["certified_cost"] == cert["pareto"]["certified_cost"]
 
 
 def test_planner_cli(tmp_path):

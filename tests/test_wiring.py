@@ -23,7 +23,8 @@ from torch import nn
 import confprune
 from confprune.api import certify_from_table
 from confprune.losses import make_loss
-from confprune.multiknob import Knob, certify_pareto, knob_tables, save_pareto
+from confprune.multiknob import certify_pareto, knob_tables
+from confprune.pruning import FamilySpec as Knob
 from confprune.pruning import build_family
 from confprune.stats.risks import RiskSpec
 from confprune.sweep import compute_loss_tables
@@ -150,8 +151,8 @@ def test_pareto_records_the_bound_it_used_and_refuses_one_it_cannot(int8_trap, t
     model, x, y = int8_trap
     res = certify_pareto(model, (x, y), knobs=[Knob()], risks=[RiskSpec("accuracy_drop", 0.01)], lambdas=[0.0, 0.2],
                          delta=0.1)
-    save_pareto(res, tmp_path)
-    rec = json.loads((tmp_path / "pareto.json").read_text())["risks"][0]
+    res.save(tmp_path)
+    rec = json.loads((tmp_path / "certificate.json").read_text())["risks"][0]
     assert rec["bound"] == "wsr" and rec["requested_bound"] == "auto"
     with pytest.raises(ValueError, match="bound='exact' is not available"):
         knob_tables(model, (x, y), knobs=[Knob()], risks=[RiskSpec("accuracy_drop", 0.01, bound="exact")],

@@ -11,7 +11,6 @@ table, and calls :func:`certify_from_table`, which is also how :func:`certify` e
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,11 +23,11 @@ from torch import nn
 
 from .calibrate import seeded_order
 from .errors import OptionError
-from .export import build_certificate, pruned_state_dict, save_export
+from .export import build_certificate, save_export
 from .forward import as_batches
 from .forward import tune_allocator as _tune_allocator
 from .losses import LOSSES, Loss, make_loss
-from .pruning import PruningFamily, build_family
+from .pruning import Family, FamilySpec
 from .stats import (
     BOUNDS,
     NOT_CERTIFIED,
@@ -73,7 +72,7 @@ class CertifiedPruning:
     """
 
     calibration: Calibration
-    family: PruningFamily
+    family: Family
     dense_model: nn.Module
     loss: Loss
     loss_table: LossTable
@@ -81,6 +80,7 @@ class CertifiedPruning:
     certificate: dict[str, Any]
     pruned_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     pruned_module: nn.Module | None = field(default=None, repr=False)  # channel: the physically smaller model
+    pareto: Any = field(default=None, repr=False)  # several families: the Pareto testing result (front, p-values)
 
     @property
     def certified(self) -> bool:
@@ -117,18 +117,36 @@ class CertifiedPruning:
     @property
     def pruned_model(self) -> nn.Module | None:
         """A copy of the dense model with the certified pruned weights (None if nothing certified)."""
-        if self.pruned_state is None:
+        if self.pruned_state is None or self.lambda_hat is None:
             return None
-        if self.pruned_module is not None:  # channel pruning: a physically smaller model
-            return copy.deepcopy(self.pruned_module).eval()
-        model = copy.deepcopy(self.dense_model)
-        model.load_state_dict(self.pruned_state)
-        return model.eval()
+        return self.family.pruned_model(self.dense_model, self.lambda_hat).eval()
 
     @property
     def cost(self) -> dict[str, Any] | None:
         """What the dense and the certified model cost (parameters, MACs, bytes, latency), when measured."""
         return self.certificate.get("cost")
+
+    def front(self) -> list[dict[str, Any]]:
+        """Pareto testing's front in testing order (several families; empty for one)."""
+        if self.pareto is None:
+            return []
+        rec = self.certificate["pareto"]
+        rows = []
+        for pos, c in enumerate(rec["order"]):
+            k, g = divmod(c, len(self.lambdas))
+            rows.append({"order": pos, "config": c, "knob": rec["labels"][k], "lambda": float(self.lambdas[g]),
+                         "cost": rec["costs"][c], "p_opt": rec["opt_pvalues"][pos], "p_test": rec["test_pvalues"][pos],
+                         "certified": rec["rejected"][pos]})
+        return rows
+
+    @property
+    def configuration(self) -> dict[str, Any] | None:
+        """The certified family's spec, λ̂ and label (and its cost under Pareto testing)."""
+        if not self.certified:
+            return None
+        rec = self.certificate.get("pareto") or {}
+        return {**dict(self.family.config), "lambda": self.lambda_hat,
+                "label": FamilySpec.from_config(self.family.config).label, "cost": rec.get("certified_cost")}
 
     def save(self, directory: str | Path) -> dict[str, str]:
         """Write ``certificate.json`` and, when certified, the pruned model into ``directory``
@@ -152,7 +170,7 @@ class CertifiedPruning:
 
 def certify_from_table(
     model: nn.Module,
-    family: PruningFamily,
+    family: Family,
     table: LossTable,
     loss: Loss,
     *,
@@ -190,12 +208,8 @@ def certify_from_table(
     and ``bound`` are taken from the risks.
     """
     n = table.losses.shape[1]
-    _check_seeded_draw(calibration_draw, data_info)
-    cal_idx = np.arange(n) if calibration_indices is None else np.asarray(calibration_indices, dtype=np.int64)
-    if calibration_draw is None or calibration_draw.get("source") != "seeded":
-        cal_idx = seeded_order(cal_idx, order_seed)
-        calibration_draw = {**dict(calibration_draw or {"source": "issuer"}), "order": "seeded_order",
-                            "order_seed": int(order_seed)}
+    cal_idx, calibration_draw = issuer_order(np.arange(n) if calibration_indices is None else calibration_indices,
+                                             calibration_draw, data_info, order_seed)
     procedure = make_fwer(fwer)
     per_risk: dict[str, np.ndarray] = {}
     arrays = {name: t.losses for name, t in (tables or {}).items()}
@@ -207,24 +221,54 @@ def certify_from_table(
         bound = resolve_bound(bound, table.losses[:, cal_idx])
         calibration = calibrate(table.losses[:, cal_idx], alpha=alpha, delta=delta, bound=bound, fwer=procedure,
                                 order_seed=None, n_grid=table.grid.size)
-    certified = calibration.lambda_index != NOT_CERTIFIED
-    lam = float(table.grid[calibration.lambda_index]) if certified else None
-    pruned = pruned_state_dict(model, family, lam) if lam is not None else None
-    module = family.pruned_model(model, lam) if lam is not None and family.structure == "channel" else None
-    info = {"data_fingerprint": table.data_fingerprint, "points": n, **dict(data_info or {})}
-    if calibration_indices is None:  # every point, in order: the calibration set is the data
-        info.setdefault("calibration_fingerprint", table.data_fingerprint)
-    certificate = build_certificate(
-        calibration, grid=table.grid, sparsity=table.sparsity, cal_indices=cal_idx,
-        calibration_draw=calibration_draw, procedure=procedure, family=family, model=model, pruned=pruned,
-        loss={"name": loss.name, "options": dict(loss.params), "binary": bool(is_binary(table.losses)),
-              "labeled": loss.labeled, "reads_dense": loss.reads_dense},
-        data=info, model_info={"class": type(model).__name__, **dict(model_info or {})},
-        sweep={"batch_size": table.batch_size}, extra=extra,
+    return certified_result(
+        model, family, table, loss, calibration, cal_idx, calibration_draw=calibration_draw, data_info=data_info,
+        model_info=model_info, extra=extra, indices_given=calibration_indices is not None, procedure=procedure,
         risks=[{**asdict(r), "name": r.name, "p_values": [float(x) for x in per_risk[r.name]]}
                for r in resolve_risks(arrays, risks, dense)] if risks else None,
     )
-    return CertifiedPruning(calibration, family, model, loss, table, cal_idx, certificate, pruned, module)
+
+
+def certified_result(
+    model: nn.Module, family: Family, table: LossTable, loss: Loss | str, calibration: Calibration,
+    cal_idx: np.ndarray, *, calibration_draw: Mapping[str, Any] | None, data_info: Mapping[str, Any] | None,
+    model_info: Mapping[str, Any] | None, extra: Mapping[str, Any] | None, risks: list[dict[str, Any]] | None,
+    indices_given: bool = True, pareto: Any = None, procedure: Any = None,
+) -> CertifiedPruning:
+    """The pruned model at the decided λ and the certificate, for one family (LTT) or the family
+    Pareto testing certified (``pareto``): the one place a result is assembled."""
+    loss_obj = make_loss(loss) if isinstance(loss, str) else loss
+    certified = calibration.lambda_index != NOT_CERTIFIED
+    lam = float(table.grid[calibration.lambda_index]) if certified else None
+    pruned = family.export_state(model, lam) if lam is not None else None
+    module = family.exported_module(model, lam) if lam is not None else None
+    info = {"data_fingerprint": table.data_fingerprint, "points": table.losses.shape[1], **dict(data_info or {})}
+    if not indices_given:  # every point, in order: the calibration set is the data
+        info.setdefault("calibration_fingerprint", table.data_fingerprint)
+    certificate = build_certificate(
+        calibration, grid=table.grid, sparsity=table.sparsity, cal_indices=cal_idx,
+        calibration_draw=calibration_draw or {"source": "issuer"},
+        procedure=procedure if procedure is not None else calibration.fwer, family=family, model=model, pruned=pruned,
+        loss={"name": loss_obj.name, "options": dict(loss_obj.params), "binary": bool(is_binary(table.losses)),
+              "labeled": loss_obj.labeled, "reads_dense": loss_obj.reads_dense},
+        data=info, model_info={"class": type(model).__name__, **dict(model_info or {})},
+        sweep={"batch_size": table.batch_size}, extra=extra, risks=risks,
+    )
+    return CertifiedPruning(calibration, family, model, loss_obj, table, cal_idx, certificate, pruned, module, pareto)
+
+
+def issuer_order(indices: np.ndarray, draw: Mapping[str, Any] | None, data_info: Mapping[str, Any] | None,
+                 order_seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The calibration points in the order a procedure may use, and the draw record: a seeded draw
+    from a registered dataset as drawn; any other set (the issuer's) in a seeded random order that
+    does not depend on the data (a betting bound, or Pareto testing's optimisation/testing split,
+    must not see an order the issuer arranged)."""
+    _check_seeded_draw(draw, data_info)
+    idx = np.asarray(indices, dtype=np.int64)
+    if draw is not None and draw.get("source") == "seeded":
+        return idx, dict(draw)
+    return seeded_order(idx, order_seed), {**dict(draw or {"source": "issuer"}), "order": "seeded_order",
+                                          "order_seed": int(order_seed)}
 
 
 def _check_seeded_draw(draw: Mapping[str, Any] | None, data_info: Mapping[str, Any] | None) -> None:
@@ -254,8 +298,8 @@ def certify(
     criterion: str = "magnitude",
     scope: str = "global",
     structure: str = "unstructured",
-    include_bias: bool = True,
-    include_norm: bool = False,
+    include_bias: bool = FamilySpec.include_bias,
+    include_norm: bool = FamilySpec.include_norm,
     lambdas: Sequence[float] = DEFAULT_LAMBDAS,
     batch_size: int = 500,
     seed: int = 0,
@@ -284,10 +328,10 @@ def certify(
     fwer : a name — fixed_sequence (default), bonferroni, holm, multistart — or a procedure
         object with its options (``confprune.stats.MultiStartFixedSequence(n_starts=8)``).
     criterion, scope, include_bias, include_norm, criterion_options : the pruning family (fixed
-        before calibration). The pool is every weight and bias; normalisation parameters
-        (BatchNorm, LayerNorm, GroupNorm) are left out by default (``include_norm=True`` adds them,
-        as the paper's code does for models that have them): zeroing a scale γ silences a whole
-        channel, which users of a weight-magnitude criterion do not expect. Criteria: magnitude, random, mu (needs ``trajectory``: Welford statistics from
+        before calibration), with :class:`~confprune.pruning.FamilySpec`'s defaults (the Hydra
+        ``pruning`` group's too): the pool is every trainable parameter, normalisation parameters
+        (BatchNorm, LayerNorm, GroupNorm) included as in the paper's code; ``include_norm=False``
+        leaves them out (zeroing a scale γ silences a whole channel). Criteria: magnitude, random, mu (needs ``trajectory``: Welford statistics from
         training, see ``confprune.pruning.trajectory.WelfordTracker``; options ``eps``, ``inert_rel``
         (default 0: weights that never moved are pruned first; None: the plain reading),
         ``eps_rel``, ``sigma``), sipp and
@@ -334,12 +378,10 @@ def certify(
         example, targets = next(iter(as_batches(calibration_data, batch_size)()))  # only the shape is used
         if loss_obj.task == "custom":  # a callable sees the targets whenever the data has them
             loss_obj = dataclasses.replace(loss_obj, labeled=targets is not None)
-        family = build_family(
-            model, criterion=criterion, scope=scope, include_bias=include_bias or structure == "channel",
-            include_norm=include_norm or structure == "channel", seed=seed,
-            structure=structure, trajectory=trajectory, score_inputs=score_inputs,
-            example_inputs=torch.zeros_like(example[:2]), **dict(criterion_options or {}),
-        )
+        spec = FamilySpec(criterion=criterion, structure=structure, scope=scope, include_bias=include_bias,
+                          include_norm=include_norm, seed=seed, options=dict(criterion_options or {}))
+        family = spec.build(model, trajectory=trajectory, score_inputs=score_inputs,
+                            example_inputs=torch.zeros_like(example[:2]))
         if risks:
             names = list(dict.fromkeys(r.table for r in risks))
             computed = compute_loss_tables(model, family, grid, calibration_data, [make_loss(n) for n in names],
@@ -368,7 +410,7 @@ def certify(
         model.train(was_training)
 
 
-def certified_cost(model: nn.Module, family: PruningFamily, lam: float | None, example: torch.Tensor,
+def certified_cost(model: nn.Module, family: Family, lam: float | None, example: torch.Tensor,
                    batches: Sequence[int] = (1,)) -> dict[str, Any]:
     """The cost block of a certificate: parameters, MACs, export bytes and measured CPU latency of
     the dense model and of the model certified at ``lam`` (None: nothing certified)."""

@@ -32,7 +32,14 @@ from .errors import ConfigError
 from .forward import LAYOUT_VERSION, tune_allocator
 from .integrity import content_key
 from .losses import Loss, make_loss
-from .pruning import PruningFamily, build_family
+from .multiknob import (
+    ParetoTables,
+    certify_pareto_from_tables,
+    iid_validate_pareto,
+    pareto_tables,
+    write_front,
+)
+from .pruning import Family, FamilySpec
 from .record import (
     Deployment,
     GridInfo,
@@ -44,7 +51,7 @@ from .record import (
     write_splits,
     write_summary,
 )
-from .schema import Config, check_config
+from .schema import Config, check_config, family_specs
 from .stats import (
     IidValidation,
     Splits,
@@ -92,17 +99,43 @@ class CalibrationDraws:
 
 
 @dataclass
+class Sweep:
+    """What the sweep computed for every family: the loss tables (table name → LossTable, over the
+    pool and the grid), and, for several families, the Pareto tables (mean-form losses and costs)."""
+
+    specs: list[FamilySpec]
+    families: list[Family]
+    tables: list[dict[str, LossTable]]
+    loss: Loss  # the first risk's loss (the single risk's, with its options)
+    risks: list[RiskSpec] | None  # calibration.risks (None: the single risk of ``loss``)
+    from_cache: bool  # every family's tables came from the cache
+    pareto: ParetoTables | None = None  # several families
+
+
+@dataclass
 class Validation:
-    splits: SplitValidation  # LTT on every random split, test risk at λ̂
-    iid: IidValidation  # LTT on i.i.d. draws, scored against the exact pool risk
+    """LTT (one family) on every random split (test risk at λ̂) and on i.i.d. draws (exact pool
+    risk); Pareto testing (several) on i.i.d. draws (``pareto``: coverage, certified fraction,
+    median deployed cost) and each family certified alone on the deployment set (``single``)."""
+
+    splits: SplitValidation | None
+    iid: IidValidation | None
+    pareto: dict[str, Any] | None = None
+    single: list[dict[str, Any]] | None = None
 
 
 @dataclass
 class RunResult:
-    """What :func:`run` returns: the summary it wrote and the figures it drew (stem → PNG path)."""
+    """What :func:`run` returns — the summary it wrote, the figures it drew (stem → PNG path), and
+    what it computed, handed forward so that nothing downstream (the tracker) re-reads the run's
+    files or re-draws its splits: the certificate, one family's loss table and the validation
+    splits' calibration masks (None for several families)."""
 
     summary: RunSummary
     figures: dict[str, str] = field(default_factory=dict)
+    certificate: dict[str, Any] | None = None
+    table: LossTable | None = None
+    cal_mask: np.ndarray | None = None
 
 
 class StageTimer:
@@ -127,8 +160,10 @@ class StageTimer:
 def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
         on_train_step: Callable[[int, dict[str, float]], None] | None = None) -> RunResult:
     """Run every stage for one configuration; writes every artifact into ``output_dir``.
-    ``on_train_step(step, metrics)`` sees every optimizer step when the model is trained (a
-    tracker's training curves); nothing when it comes from the cache."""
+    One pruning family (``pruning``) is certified with Learn-Then-Test, several (``knobs``) with
+    Pareto testing: the same stages, one certificate. ``on_train_step(step, metrics)`` sees every
+    optimizer step when the model is trained (a tracker's training curves); nothing when it comes
+    from the cache."""
     t_start = time.perf_counter()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,113 +175,47 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
     with timer("data"):
         data = load_data(cfg)
     dense = dense_model(cfg, data, on_train_step)
-    if cfg.knobs is not None:  # several pruning families at once: Pareto testing
-        return run_multiknob(cfg, out, config_hash, grid, data, dense, timer, t_start)
-    family = pruning_family(cfg, dense, data)
+    specs = family_specs(cfg)
+    families = [pruning_family(cfg, dense, data, spec) for spec in specs]
     risks = risk_specs(cfg)
     loss = make_loss(**cfg.loss) if risks is None else make_loss(risks[0].table)
     draws = calibration_draws(cfg, data.pool_size)
     with timer("sweep"):
-        table, table_cached = loss_table(cfg, dense, family, data, loss, grid, draws)
-        tables = {loss.name: table, **{r.table: loss_table(cfg, dense, family, data, make_loss(r.table), grid, draws)[0]
-                                      for r in risks or [] if r.table != loss.name}}
-    table.save(out / "losses.npz", timing=False)  # byte-reproducible: timings are in summary.json
+        swept = [family_tables(cfg, dense, fam, spec, data, loss, risks, grid, draws)
+                 for fam, spec in zip(families, specs, strict=True)]
+        sweep = Sweep(specs, families, [t for t, _ in swept], loss, risks, all(c for _, c in swept))
+        sweep.pareto = pareto_stage(cfg, dense, sweep, data)
+    files = {}
+    if sweep.pareto is None:
+        sweep.tables[0][loss.name].save(out / "losses.npz", timing=False)  # byte-reproducible: timings in summary.json
+        files["losses"] = str(out / "losses.npz")
     with timer("validation"):
-        validation = split_validation(cfg, table, draws, risks, tables, data)
-    write_splits(out / "splits.csv", split_columns(table, validation.splits))
-    result = deployment_certificate(cfg, dense, family, table, loss, data, draws, risks, tables)
+        validation = validate(cfg, sweep, draws, data)
+    if validation.splits is not None:
+        write_splits(out / "splits.csv", split_columns(sweep.tables[0][loss.name], validation.splits))
+        files["splits"] = str(out / "splits.csv")
+    result = deployment_certificate(cfg, dense, sweep, data, draws)
     with timer("cost"):
-        cost = cost_profile(cfg, dense, family, table, result, data)
+        cost = cost_profile(cfg, dense, result.family, result.loss_table, result, data)
     result.certificate["cost"] = {k: cost[k] for k in ("dense", "deploy", "machine", "conventions")}
-    files = {"losses": str(out / "losses.npz"), "splits": str(out / "splits.csv")}
     if cfg.export:
         files.update(result.save(out))
+    if sweep.pareto is not None:
+        files["front"] = write_front(sweep.pareto, result, out / "pareto_front.csv")
     figures: dict[str, str] = {}
     if cfg.figures:
         with timer("figures"):
-            figures = draw_figures(cfg, dense.model, family, table, validation, result, data, loss, cost,
-                                   out / "figures")
+            figures = draw_figures(cfg, dense.model, sweep, validation, result, data, cost, out / "figures")
     timing = {"data_s": timer.seconds["data_s"], "train_s": dense.train_seconds, **timer.seconds}
     timing["total_s"] = time.perf_counter() - t_start
     files = {**files, **{f"figure_{k}": v for k, v in figures.items()}}
     written = [*files.values(), *(str(Path(p).with_suffix(".pdf")) for p in figures.values())]
-    summary = summarise(cfg, config_hash, data, dense, family, loss, table, table_cached, validation, result,
-                        cost, timing, files, out, artifact_checksums(out, written), risks)
+    summary = summarise(cfg, config_hash, data, dense, sweep, validation, result, cost, timing, files, out,
+                        artifact_checksums(out, written))
     write_summary(summary, out)
-    return RunResult(summary, figures)
-
-
-def run_multiknob(cfg: Config, out: Path, config_hash: str, grid: np.ndarray, data: TaskData, dense: DenseModel,
-                  timer: StageTimer, t_start: float) -> RunResult:
-    """Pareto testing over the declared knobs (cfg.knobs × the λ grid): knob tables on the pool,
-    the certified configuration on the deployment calibration set, the exact i.i.d. check of the
-    whole procedure, and each knob certified alone (fixed sequence) for comparison."""
-    from . import multiknob as mk
-    from .stats.risks import calibrate_risks
-
-    risks = risk_specs(cfg) or [RiskSpec(make_loss(**cfg.loss).name, cfg.calibration.alpha, cfg.bound.name)]
-    knobs = [mk.Knob(**fam) for fam in cfg.knobs.families]
-    draws = calibration_draws(cfg, data.pool_size)
-    with timer("sweep"):
-        kt = mk.knob_tables(dense.model, (data.pool_inputs, data.pool_targets), knobs=knobs, risks=risks,
-                            lambdas=grid, objective=cfg.knobs.objective, seed=cfg.seed,
-                            batch_size=cfg.sweep.batch_size, progress=cfg.sweep.progress)
-    result = mk.pareto_from_tables(dense.model, kt, risks, draws.deploy, delta=cfg.calibration.delta,
-                                   objective=cfg.knobs.objective, opt_fraction=cfg.knobs.opt_fraction,
-                                   seed=cfg.calibration.split_seed)
-    with timer("validation"):
-        check_ = mk.iid_validate_pareto(kt, n_cal=cfg.calibration.n_cal, reps=cfg.knobs.validation_reps,
-                                        delta=cfg.calibration.delta, opt_fraction=cfg.knobs.opt_fraction,
-                                        seed=cfg.calibration.split_seed)
-    single = []  # each knob alone, all risks, fixed sequence on the same calibration set
-    g = grid.size
-    for k, knob in enumerate(knobs):
-        tables = {f"risk{i}": kt.losses[i, k * g:(k + 1) * g] for i in range(len(risks))}
-        specs = [RiskSpec(f"risk{i}", a, b) for i, (a, b) in enumerate(zip(kt.alphas, kt.bounds, strict=True))]
-        cal, _ = calibrate_risks(tables, specs, draws.deploy, delta=cfg.calibration.delta)
-        lam = float(grid[cal.lambda_index]) if cal.certified else None
-        single.append({"knob": knob.label, "lambda": lam,
-                       "cost": float(kt.costs[k * g + cal.lambda_index]) if cal.certified else None})
-    files = mk.save_pareto(result, out)
-    record = json.loads(Path(files["record"]).read_text())
-    best_single = min((s["cost"] for s in single if s["cost"] is not None), default=None)
-    record.update(single_knob=single, best_single_knob_cost=best_single, iid_check=check_)
-    from .record import write_json
-
-    write_json(record, files["record"])
-    figures: dict[str, str] = {}
-    if cfg.figures:
-        with timer("figures"):
-            made = mk.front_figure(result, kt, out / "figures")
-            figures = {Path(p).stem: p for p in made if p.endswith(".png")}
-    conf = result.configuration
-    k = knobs.index(mk.Knob(**{f: conf[f] for f in ("criterion", "structure", "scope", "quantize")})) if conf else None
-    sparsity = kt.families[k].sparsity(conf["lambda"]) if conf else None
-    timing = {"data_s": timer.seconds["data_s"], "train_s": dense.train_seconds, **timer.seconds,
-              "total_s": time.perf_counter() - t_start}
-    all_files = {**files, **{f"figure_{n}": p for n, p in figures.items()}}
-    written = [*all_files.values(), *(str(Path(p).with_suffix(".pdf")) for p in figures.values())]
-    summary = RunSummary(
-        config_hash=config_hash, experiment=cfg.name, model=cfg.model["name"], dataset=cfg.dataset["name"],
-        synthetic_data=data.synthetic, loss=" & ".join(r.name for r in risks), bound="+".join(kt.bounds),
-        fwer="pareto_testing", criterion=conf["label"] if conf else "none", scope=conf["scope"] if conf else "-",
-        score_inputs=None, seed=cfg.seed, alpha=risks[0].alpha, delta=cfg.calibration.delta, n_cal=cfg.calibration.n_cal,
-        n_test=0, n_splits=check_["reps"], pool_size=data.pool_size,
-        grid=GridInfo(int(grid.size), int(grid.size), float(grid[0]), float(grid[-1])),
-        lambdas=[float(x) for x in grid], pool_risk=[], dense=dense.metrics, dense_risk=float(kt.losses[0, 0].mean()),
-        model_from_cache=dense.from_cache, loss_table_from_cache=False, dense_metrics_from_cache=dense.metrics_from_cache,
-        lambda_hat=LambdaHat(None, None, None, conf["lambda"] if conf else None),
-        sparsity_hat=SparsityHat(None, sparsity, sparsity),
-        deploy=Deployment(result.certified, None, None), coverage=None, coverage_ci=None,
-        iid_coverage=check_["coverage"], iid_coverage_ci=check_["coverage_ci"], test_risk_median=None, violations=0,
-        certified_fraction=check_["certified_fraction"], aux_at_deploy={},
-        throughput=Throughput(0.0, 0.0, torch.get_num_threads()), timing=timing, files=all_files, output_dir=str(out),
-        artifacts=artifact_checksums(out, written), structure="multi-knob",
-        cost={"objective": cfg.knobs.objective, "deploy": {cfg.knobs.objective: conf["cost"]} if conf else None,
-              "best_single_knob": best_single},
-    )
-    write_summary(summary, out)
-    return RunResult(summary, figures)
+    one = sweep.pareto is None
+    return RunResult(summary, figures, result.certificate, sweep.tables[0][loss.name] if one else None,
+                     draws.splits.cal_mask if one else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,15 +263,15 @@ def dense_model(cfg: Config, data: TaskData,
                       trained.trajectory, metrics, metrics_cached)
 
 
-def pruning_family(cfg: Config, dense: DenseModel, data: TaskData) -> PruningFamily:
+def pruning_family(cfg: Config, dense: DenseModel, data: TaskData, spec: FamilySpec) -> Family:
     """Score and rank the pruning pool once. Data-informed criteria draw their batch from the
     training set (never the pool), on the sweep's device."""
 
     def train_inputs() -> torch.Tensor:
         return data.train_inputs.to(cfg.sweep.device)
 
-    return build_family(dense.model, **cfg.pruning, trajectory=dense.trajectory, train_inputs=train_inputs,
-                        example_inputs=torch.zeros_like(data.pool_inputs[:2]).to(cfg.sweep.device))
+    return spec.build(dense.model, trajectory=dense.trajectory, train_inputs=train_inputs,
+                      example_inputs=torch.zeros_like(data.pool_inputs[:2]).to(cfg.sweep.device))
 
 
 def calibration_draws(cfg: Config, n_pool: int) -> CalibrationDraws:
@@ -316,7 +285,7 @@ def calibration_draws(cfg: Config, n_pool: int) -> CalibrationDraws:
 
 
 def loss_table(
-    cfg: Config, dense: DenseModel, family: PruningFamily, data: TaskData, loss: Loss, grid: np.ndarray,
+    cfg: Config, dense: DenseModel, family: Family, spec: FamilySpec, data: TaskData, loss: Loss, grid: np.ndarray,
     draws: CalibrationDraws,
 ) -> tuple[LossTable, bool]:
     """The per-sample loss table over the pool. Complete tables are cached under the weights'
@@ -342,7 +311,7 @@ def loss_table(
             "model_checksum": dense.checksum,
             "pool": data.pool_fingerprint(),
             "loss": {"name": one.name, **one.params},
-            "pruning": dict(cfg.pruning),
+            "pruning": spec.config,
             "grid": [float(x) for x in grid],
             "device": torch.device(cfg.sweep.device).type,
         }
@@ -351,12 +320,49 @@ def loss_table(
                               lambda wanted: sweep([losses[i] for i in wanted]))
 
 
+def family_tables(
+    cfg: Config, dense: DenseModel, family: Family, spec: FamilySpec, data: TaskData, loss: Loss,
+    risks: list[RiskSpec] | None, grid: np.ndarray, draws: CalibrationDraws,
+) -> tuple[dict[str, LossTable], bool]:
+    """One family's loss tables: the first risk's and every other risk's (from the cache, or one
+    pass of the network with ``sweep.share_losses``); whether the first came from the cache."""
+    table, from_cache = loss_table(cfg, dense, family, spec, data, loss, grid, draws)
+    tables = {loss.name: table}
+    for r in risks or []:
+        if r.table not in tables:
+            tables[r.table] = loss_table(cfg, dense, family, spec, data, make_loss(r.table), grid, draws)[0]
+    return tables, from_cache
+
+
+def pareto_stage(cfg: Config, dense: DenseModel, sweep: Sweep, data: TaskData) -> ParetoTables | None:
+    """Several families: every configuration's mean-form losses and cost (None for one family)."""
+    if len(sweep.specs) == 1:
+        return None
+    risks = sweep.risks or [RiskSpec(sweep.loss.name, cfg.calibration.alpha, cfg.bound.name)]
+    return pareto_tables(dense.model, sweep.specs, sweep.families, sweep.tables, risks,
+                         objective=cfg.knobs.objective, example=torch.zeros_like(data.pool_inputs[:2]),
+                         batch_size=cfg.sweep.batch_size)
+
+
 def companion_losses(loss: Loss, task: str) -> list[Loss]:
     """The task's other registered losses, with their default options (computed in the same pass)."""
     from .losses import LOSSES
 
     return [spec.make() for name, spec in LOSSES.items()
             if spec.task == task and not (name == loss.name and spec.make().params == loss.params)]
+
+
+def validate(cfg: Config, sweep: Sweep, draws: CalibrationDraws, data: TaskData) -> Validation:
+    """The procedure checked on the run's own tables: LTT on random splits and i.i.d. draws (one
+    family); Pareto testing on i.i.d. draws and each family alone on the deployment set (several)."""
+    from .multiknob import single_family_costs
+
+    cal = cfg.calibration
+    if sweep.pareto is not None:
+        check = iid_validate_pareto(sweep.pareto, n_cal=cal.n_cal, reps=cfg.knobs.validation_reps, delta=cal.delta,
+                                    opt_fraction=cfg.knobs.opt_fraction, seed=cal.split_seed)
+        return Validation(None, None, check, single_family_costs(sweep.pareto, draws.deploy, delta=cal.delta))
+    return split_validation(cfg, sweep.tables[0][sweep.loss.name], draws, sweep.risks, sweep.tables[0], data)
 
 
 def split_validation(cfg: Config, table: LossTable, draws: CalibrationDraws, risks: list[RiskSpec] | None = None,
@@ -402,27 +408,30 @@ def _labels(data: TaskData | None) -> np.ndarray | None:
     return data.pool_targets.cpu().numpy()
 
 
-def deployment_certificate(
-    cfg: Config, dense: DenseModel, family: PruningFamily, table: LossTable, loss: Loss, data: TaskData,
-    draws: CalibrationDraws, risks: list[RiskSpec] | None = None, tables: dict[str, LossTable] | None = None,
-) -> CertifiedPruning:
-    """LTT on the deployment calibration set: the certified λ̂, pruned model and certificate."""
+def deployment_certificate(cfg: Config, dense: DenseModel, sweep: Sweep, data: TaskData,
+                           draws: CalibrationDraws) -> CertifiedPruning:
+    """The deployment calibration set: LTT (one family) or Pareto testing (several) — the certified
+    λ̂ (and family), the pruned model and the one certificate."""
     cal = cfg.calibration
     holdout = np.setdiff1d(np.arange(data.pool_size), draws.deploy)
-    result = certify_from_table(
-        dense.model, family, table, loss, alpha=cal.alpha, delta=cal.delta, bound=cfg.bound.name,
-        fwer=make_fwer(**cfg.fwer), calibration_indices=draws.deploy, calibration_draw=draws.draw,
-        data_info={
-            "dataset": dict(cfg.dataset),
-            "description": data.description,
-            "synthetic": data.synthetic,
-            "calibration_fingerprint": data.pool_fingerprint(draws.deploy),
-        },
-        model_info={"name": cfg.model["name"], "config": dict(cfg.model), "cache_key": dense.key,
-                    "checkpoint": str(dense.path), "seed": cfg.seed},
-        extra={"holdout_size": int(holdout.size)},
-        risks=risks, tables=tables, labels=_labels(data),
-    )
+    info = {
+        "data_info": {"dataset": dict(cfg.dataset), "description": data.description, "synthetic": data.synthetic,
+                      "calibration_fingerprint": data.pool_fingerprint(draws.deploy)},
+        "model_info": {"name": cfg.model["name"], "config": dict(cfg.model), "cache_key": dense.key,
+                       "checkpoint": str(dense.path), "seed": cfg.seed},
+        "extra": {"holdout_size": int(holdout.size)},
+        "calibration_draw": draws.draw,
+    }
+    if sweep.pareto is not None:
+        result = certify_pareto_from_tables(dense.model, sweep.pareto, draws.deploy, delta=cal.delta,
+                                            opt_fraction=cfg.knobs.opt_fraction, seed=cal.split_seed, **info)
+    else:
+        result = certify_from_table(
+            dense.model, sweep.families[0], sweep.tables[0][sweep.loss.name], sweep.loss, alpha=cal.alpha,
+            delta=cal.delta, bound=cfg.bound.name, fwer=make_fwer(**cfg.fwer), calibration_indices=draws.deploy,
+            risks=sweep.risks, tables=sweep.tables[0], labels=_labels(data), **info,
+        )
+    table = result.loss_table
     result.certificate["holdout_risk"] = (
         float(table.losses[result.lambda_index, holdout].mean()) if result.certified and holdout.size else None
     )
@@ -430,7 +439,7 @@ def deployment_certificate(
 
 
 def cost_profile(
-    cfg: Config, dense: DenseModel, family: PruningFamily, table: LossTable, result: CertifiedPruning, data: TaskData,
+    cfg: Config, dense: DenseModel, family: Family, table: LossTable, result: CertifiedPruning, data: TaskData,
 ) -> dict[str, Any]:
     """What the pruned models cost: parameters and MACs at every evaluated λ (the curve),
     parameters, MACs and export bytes of the dense and the certified model, and measured CPU
@@ -470,85 +479,117 @@ def cost_profile(
         if deploy is not None:
             deploy["latency"] = latency[1]
     return {"dense": dense_cost, "deploy": deploy, "curve": curve, "latency": latency, "machine": machine,
-            "conventions": costs.COST_CONVENTIONS}
+            "kind": family.cost_kind, "conventions": costs.COST_CONVENTIONS}
 
 
 def draw_figures(
-    cfg: Config, model: nn.Module, family: PruningFamily, table: LossTable, validation: Validation,
-    result: CertifiedPruning, data: TaskData, loss: Loss, cost: dict[str, Any], fig_dir: Path,
+    cfg: Config, model: nn.Module, sweep: Sweep, validation: Validation, result: CertifiedPruning, data: TaskData,
+    cost: dict[str, Any], fig_dir: Path,
 ) -> dict[str, str]:
     """The run's figures (PNG + PDF), each titled with the model, the data (and whether it is
-    synthetic), the pruning family, loss, bound, FWER, α and δ; returns stem → PNG path."""
+    synthetic), the pruning family, loss, bound, FWER, α and δ; returns stem → PNG path. Several
+    families: the Pareto front, then the certified family's figures."""
     from . import figures  # matplotlib: only when drawing
+    from .multiknob import front_figure
 
-    splits, lam_hat = validation.splits, result.lambda_hat
+    drawn_files: dict[str, str] = {}
+    if sweep.pareto is not None:
+        drawn_files["pareto_front"] = front_figure(sweep.pareto, result, fig_dir)[0]
+    family, table, lam_hat = result.family, result.loss_table, result.lambda_hat
+    cal = result.calibration
     label = figures.RunLabel(
-        model=cfg.model["name"], dataset=cfg.dataset["name"], loss=loss.name, bound=cfg.bound.name,
-        fwer=cfg.fwer["name"], criterion=family.criterion, alpha=splits.alpha, delta=splits.delta,
+        model=cfg.model["name"], dataset=cfg.dataset["name"], loss=result.loss.name, bound=cal.bound,
+        fwer=cal.fwer, criterion=family.criterion, alpha=cal.alpha, delta=cal.delta,
         scope=family.scope, structure=family.structure, synthetic=data.synthetic,
     )
     lambdas, pool_risk = table.lambdas, table.losses.mean(1)
-    sparsity = model_sparsity(table, family, model)
+    splits = validation.splits
     drawn = {
-        "risk_vs_lambda": figures.risk_vs_lambda(lambdas, sparsity, splits, pool_risk, lam_hat, label),
+        "risk_vs_lambda": (figures.risk_vs_lambda(lambdas, model_sparsity(table, family, model), splits, pool_risk,
+                                                  lam_hat, label) if splits is not None else None),
         "test_risk_hist": (figures.test_risk_histogram(splits, validation.iid, label)
-                           if splits.n_test else None),
-        "lambda_hat_hist": figures.lambda_hat_histogram(lambdas, splits, lam_hat, label),
+                           if splits is not None and splits.n_test else None),
+        "lambda_hat_hist": figures.lambda_hat_histogram(lambdas, splits, lam_hat, label) if splits is not None else None,
         "first_layer_heatmap": figures.first_layer_heatmap(model, family, lambdas, lam_hat, label),
         "risk_vs_cost": figures.risk_vs_cost(pool_risk, cost, lam_hat, label),
     }
     for stem, task_figure in figures.TASK_FIGURES.get(data.task, {}).items():
         drawn[stem] = task_figure(model, family, data.pool_inputs, data.pool_targets, lambdas,
                                   pool_risk, lam_hat, label)
-    return {stem: figures.save_figure(fig, fig_dir, stem)[0]
-            for stem, fig in drawn.items() if fig is not None}
+    drawn_files.update({stem: figures.save_figure(fig, fig_dir, stem)[0] for stem, fig in drawn.items() if fig is not None})
+    return drawn_files
 
 
-def model_sparsity(table: LossTable, family: PruningFamily, model: nn.Module) -> np.ndarray:
+def model_sparsity(table: LossTable, family: Family, model: nn.Module) -> np.ndarray:
     """(G',) fraction of the whole model's parameters removed at each evaluated λ."""
     return table.sparsity * family.pool_size / sum(p.numel() for p in model.parameters())
 
 
 def summarise(
-    cfg: Config, config_hash: str, data: TaskData, dense: DenseModel, family: PruningFamily, loss: Loss,
-    table: LossTable, table_cached: bool, validation: Validation, result: CertifiedPruning,
-    cost: dict[str, Any], timing: dict[str, float], files: dict[str, str], out: Path, artifacts: dict[str, str],
-    risks: list[RiskSpec] | None = None,
+    cfg: Config, config_hash: str, data: TaskData, dense: DenseModel, sweep: Sweep, validation: Validation,
+    result: CertifiedPruning, cost: dict[str, Any], timing: dict[str, float], files: dict[str, str], out: Path,
+    artifacts: dict[str, str],
 ) -> RunSummary:
-    cal, v = cfg.calibration, validation.splits
-    lambdas, grid = table.lambdas, table.grid
-    at = v.lambda_index[v.certified]  # λ̂ index of every split that certified
-
-    def quantile(values: np.ndarray, q: float) -> float | None:
-        return (float(np.median(values)) if q == 0.5 else float(np.quantile(values, q))) if at.size else None
-
-    ci = v.coverage_interval()
+    cal, v, family, table = cfg.calibration, validation.splits, result.family, result.loss_table
+    lambdas, grid, risks = table.lambdas, table.grid, sweep.risks
     return RunSummary(
         config_hash=config_hash, experiment=cfg.name, model=cfg.model["name"], dataset=cfg.dataset["name"],
-        synthetic_data=data.synthetic, loss=" & ".join(r.name for r in risks) if risks else loss.name,
-        bound=result.calibration.bound, fwer=cfg.fwer["name"],
+        synthetic_data=data.synthetic, loss=" & ".join(r.name for r in risks) if risks else sweep.loss.name,
+        bound=result.calibration.bound, fwer=result.calibration.fwer,
         criterion=family.criterion, scope=family.scope, score_inputs=family.score_info, seed=cfg.seed,
-        alpha=risks[0].alpha if risks else cal.alpha, delta=cal.delta, n_cal=cal.n_cal, n_test=cal.n_test, n_splits=cal.n_splits,
+        alpha=risks[0].alpha if risks else cal.alpha, delta=cal.delta, n_cal=cal.n_cal,
+        n_test=cal.n_test if v is not None else 0, n_splits=cal.n_splits if v is not None else cfg.knobs.validation_reps,
         pool_size=data.pool_size,
         grid=GridInfo(int(grid.size), int(lambdas.size), float(grid[0]), float(grid[-1])),
         lambdas=[float(x) for x in lambdas],
         pool_risk=[float(x) for x in table.losses.mean(axis=1)],
         dense=dense.metrics, dense_risk=table.dense_risk,
-        model_from_cache=dense.from_cache, loss_table_from_cache=table_cached,
+        model_from_cache=dense.from_cache, loss_table_from_cache=sweep.from_cache,
         dense_metrics_from_cache=dense.metrics_from_cache,
-        lambda_hat=LambdaHat(quantile(lambdas[at], 0.5), quantile(lambdas[at], 0.05), quantile(lambdas[at], 0.95),
-                             result.lambda_hat),
+        lambda_hat=LambdaHat(*_split_quantiles(v, lambdas), result.lambda_hat),
         sparsity_hat=SparsityHat(
-            quantile(table.sparsity[at], 0.5), result.sparsity,
+            _split_quantiles(v, table.sparsity)[0], result.sparsity,
             float(model_sparsity(table, family, dense.model)[result.lambda_index]) if result.certified else None,
         ),
         deploy=Deployment(result.certified, result.cal_risk, result.certificate["holdout_risk"]),
-        coverage=v.coverage, coverage_ci=list(ci) if ci is not None else None,
-        iid_coverage=validation.iid.coverage, iid_coverage_ci=list(validation.iid.coverage_interval()),
-        test_risk_median=float(np.nanmedian(v.test_risk)) if v.certified.any() and v.n_test else None,
-        violations=int(v.violated.sum()), certified_fraction=float(v.certified.mean()),
+        **_coverage(validation),
         aux_at_deploy={k: float(x[result.lambda_index]) for k, x in table.aux.items()} if result.certified else {},
         throughput=Throughput(table.dense_seconds, table.seconds / max(1, lambdas.size), torch.get_num_threads()),
         timing=timing, files=files, output_dir=str(out), artifacts=artifacts,
-        structure=family.structure, cost={k: v for k, v in cost.items() if k != "conventions"},
+        structure=family.structure, cost={**{k: v for k, v in cost.items() if k != "conventions"},
+                                          **_pareto_costs(validation, cfg, result)},
     )
+
+
+def _split_quantiles(v: SplitValidation | None, values: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    """Median, 5% and 95% quantiles of ``values`` at λ̂ over the splits that certified."""
+    if v is None:
+        return None, None, None
+    at = values[v.lambda_index[v.certified]]
+    if not at.size:
+        return None, None, None
+    return float(np.median(at)), float(np.quantile(at, 0.05)), float(np.quantile(at, 0.95))
+
+
+def _coverage(validation: Validation) -> dict[str, Any]:
+    """The summary's validation fields: split coverage (one family), i.i.d. coverage (both)."""
+    v, p = validation.splits, validation.pareto
+    if v is None:
+        assert p is not None
+        return {"coverage": None, "coverage_ci": None, "iid_coverage": p["coverage"], "iid_coverage_ci": p["coverage_ci"],
+                "test_risk_median": None, "violations": p["violations"], "certified_fraction": p["certified_fraction"]}
+    ci = v.coverage_interval()
+    return {"coverage": v.coverage, "coverage_ci": list(ci) if ci is not None else None,
+            "iid_coverage": validation.iid.coverage, "iid_coverage_ci": list(validation.iid.coverage_interval()),
+            "test_risk_median": float(np.nanmedian(v.test_risk)) if v.certified.any() and v.n_test else None,
+            "violations": int(v.violated.sum()), "certified_fraction": float(v.certified.mean())}
+
+
+def _pareto_costs(validation: Validation, cfg: Config, result: CertifiedPruning) -> dict[str, Any]:
+    """Several families: the objective, each family alone on the deployment set, the best of them."""
+    if validation.single is None:
+        return {}
+    best = min((s["cost"] for s in validation.single if s["cost"] is not None), default=None)
+    return {"objective": cfg.knobs.objective, "certified_cost": result.certificate["pareto"]["certified_cost"],
+            "single_family": validation.single, "best_single_family": best,
+            "median_certified_cost": validation.pareto["median_cost"]}

@@ -7,7 +7,6 @@ parent process only composes and dispatches jobs, and each worker imports the he
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -94,7 +93,7 @@ def run_logged(cfg: DictConfig) -> RunSummary:
                      on_train_step=track.log_train_step if track.active else None)
         summary = result.summary
         if track.active:
-            log_outcome(track, conf, summary, result.figures)
+            log_outcome(track, conf, result)
     _report(summary)
     return summary
 
@@ -119,37 +118,28 @@ def tracked_config(cfg: DictConfig, cfg_hash: str) -> dict[str, Any]:
     return {**plain, "config_hash": cfg_hash}
 
 
-def log_outcome(track: NullTracker, conf: Config, summary: RunSummary, figures: dict[str, str]) -> None:
-    """Log a finished run: dashboard summary, λ curve and risk-vs-cost tables, figures, artifacts.
-
-    The λ curve's split quantiles are re-derived from the run's loss table and its seeded
-    validation splits (``pipeline.calibration_draws``, the draw the validation used); the
-    deployment p-values come from the run's certificate.
-    """
-    import numpy as np
-
-    from .pipeline import calibration_draws
-
+def log_outcome(track: NullTracker, conf: Config, result: Any) -> None:
+    """Log a finished run (a ``pipeline.RunResult``): dashboard summary, λ curve and risk-vs-cost
+    tables, figures, artifacts. Everything comes from what the run computed and handed forward
+    (its certificate, loss table and validation splits); no file of the run is read back."""
+    summary = result.summary
     output_dir = Path(summary.output_dir)
     try:
         run_dir = str(output_dir.relative_to(conf.paths.output_root))
     except ValueError:  # an output dir outside the output root (hydra.run.dir=...): its last two parts
         run_dir = "/".join(output_dir.parts[-2:])
     track.log_summary(dashboard_summary(summary, run_dir))
-    certificate = (json.loads(Path(summary.files["certificate"]).read_text())
-                   if "certificate" in summary.files else None)
-    if "losses" in summary.files and len(summary.pool_risk) == len(summary.lambdas):  # one family's λ curve
-        with np.load(summary.files["losses"]) as table:
-            losses, sparsity = table["losses"], table["sparsity"]
-        quantiles = split_risk_quantiles(losses, calibration_draws(conf, summary.pool_size).splits.cal_mask)
-        track.log_table("lambda_curve", lambda_curve_columns(summary, sparsity, quantiles, certificate),
+    certificate = result.certificate if "certificate" in summary.files else None
+    if result.table is not None and result.cal_mask is not None:  # one family's λ curve
+        quantiles = split_risk_quantiles(result.table.losses, result.cal_mask)
+        track.log_table("lambda_curve", lambda_curve_columns(summary, result.table.sparsity, quantiles, certificate),
                         Plot("lines", "lambda", ("pool_risk", "cal_risk_median", "cal_risk_q05", "cal_risk_q95",
                                                  "deploy_cal_risk"), f"risk vs λ ({summary.loss})"))
     cost = deployed_cost(summary)
     track.log_table("risk_vs_cost", risk_cost_columns(summary),
                     Plot("scatter", cost.macs_kind if cost else "nonzero_macs", ("pool_risk",),
                          f"pool risk vs MACs ({summary.loss})"))
-    track.log_images(figures)
+    track.log_images(result.figures)
     log_lineage(track, summary, certificate)
 
 
@@ -202,13 +192,18 @@ def _report(s: RunSummary) -> None:
         # The exact check first: i.i.d. draws scored against the pool risk are what the guarantee
         # bounds; the paper's split coverage is noisy and can sit below 1 − δ for a valid rule.
         iid_ci = s.iid_coverage_ci or [float("nan"), float("nan")]
-        split = ("split coverage undefined (n_test=0)" if s.coverage is None
+        pareto = s.fwer == "pareto_testing"
+        split = ("Pareto testing on each draw" if pareto else "split coverage undefined (n_test=0)" if s.coverage is None
                  else f"split coverage (paper's finite-pool check, noisy; not bounded by the guarantee) "
                       f"{s.coverage:.3f} [{s.coverage_ci[0]:.3f}, {s.coverage_ci[1]:.3f}]")
         coverage = (f"i.i.d. coverage {s.iid_coverage:.3f} [{iid_ci[0]:.3f}, {iid_ci[1]:.3f}] over {s.n_splits} "
                     f"draws (the guarantee's exact check, target >= {1 - s.delta:g}), {split}; "
-                    f"{s.certified_fraction:.1%} of splits certified")
+                    f"{s.certified_fraction:.1%} of {'draws' if pareto else 'splits'} certified")
     dense = ", ".join(f"{k} {v:.4f}" for k, v in s.dense.items()) or "no metrics"
+    if s.cost.get("certified_cost") is not None:  # Pareto testing, against each family certified alone
+        best = s.cost.get("best_single_family")
+        deployed += (f"; {s.cost['objective']} {s.cost['certified_cost']:.4g} (each family alone at best: "
+                     + (f"{best:.4g})" if best is not None else "nothing certified)"))
     log.info("%s | loss %s | criterion %s/%s (%s) | bound %s, fwer %s | alpha=%g delta=%g | %s | %s | %s | dense %s",
              s.experiment, s.loss, s.criterion, s.scope, s.structure, s.bound, s.fwer, s.alpha, s.delta, deployed,
              coverage, _cost_text(s), dense)

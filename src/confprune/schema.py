@@ -297,25 +297,42 @@ def _check_risks(cfg: Config, task: str) -> None:
             raise ConfigError(f"{key}.per_class", True, "false, or a classification loss with a non-sequential bound")
 
 
-def _check_knobs(cfg: Config) -> None:
-    from .pruning import check_pruning_options
+def family_specs(cfg: Config) -> list[Any]:
+    """The run's pruning families, checked: ``pruning`` alone, or every entry of
+    ``knobs.families`` (Pareto testing) on top of ``pruning``'s own fields (its criterion options
+    stay with it). Raises :class:`ConfigError` naming ``pruning.<key>`` or
+    ``knobs.families[i].<key>``."""
+    from .pruning import FamilySpec
 
+    base = FamilySpec.from_config(cfg.pruning, group="pruning")
+    if cfg.knobs is None:
+        return [base]
+    if not cfg.knobs.families:
+        raise ConfigError("knobs.families", cfg.knobs.families, "a non-empty list of pruning families "
+                          f"(mappings with {', '.join(FamilySpec.field_names())} and criterion options)")
+    specs = [base.knob(fam, group=f"knobs.families[{i}]") for i, fam in enumerate(cfg.knobs.families)]
+    if len(set(map(repr, specs))) < len(specs):
+        raise ConfigError("knobs.families", [s.label for s in specs], "distinct families")
+    return specs
+
+
+def _check_knobs(cfg: Config) -> None:
     knobs = cfg.knobs
     if knobs is None:
         return
-    if not knobs.families:
-        raise ConfigError("knobs.families", knobs.families, "a non-empty list of {criterion, structure, scope, quantize}")
     _choice("knobs.objective", knobs.objective, ["macs", "nonzero_macs", "bytes", "latency"])
     _in_open_unit("knobs.opt_fraction", knobs.opt_fraction)
-    for i, fam in enumerate(knobs.families):
-        if not isinstance(fam, Mapping) or set(fam) - {"criterion", "structure", "scope", "quantize"}:
-            raise ConfigError(f"knobs.families[{i}]", fam, "a mapping with criterion, structure, scope, quantize")
-        check_pruning_options({k: v for k, v in fam.items() if k != "quantize"}, group=f"knobs.families[{i}]")
     if cfg.sweep.early_stop:
         raise ConfigError("sweep.early_stop", True, "false with knobs (Pareto testing needs every configuration)")
+    if cfg.fwer.get("name") != "fixed_sequence" or len(cfg.fwer) > 1:
+        raise ConfigError("fwer.name", cfg.fwer.get("name"),
+                          "fixed_sequence with knobs (Pareto testing tests its ordered front in fixed sequence)")
     reps = knobs.validation_reps
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ConfigError("knobs.validation_reps", reps, "an integer ≥ 1")
+    if any(r.get("per_class") for r in cfg.calibration.risks or [] if isinstance(r, Mapping)):
+        raise ConfigError("calibration.risks", cfg.calibration.risks, "risks without per_class with knobs "
+                          "(list the classes as risks instead)")
 
 
 def _check_factory_groups(cfg: Config) -> None:
@@ -323,7 +340,6 @@ def _check_factory_groups(cfg: Config) -> None:
     from . import losses as losses_mod
     from .data import DATASETS, dataset_options, pool_size
     from .models import MODELS
-    from .pruning import check_pruning_options
     from .stats import BOUNDS, FWERS, get_bound, make_fwer
 
     cal = cfg.calibration
@@ -359,7 +375,7 @@ def _check_factory_groups(cfg: Config) -> None:
     if spec.task != entry.task:
         allowed = sorted(k for k, v in losses_mod.LOSSES.items() if v.task == entry.task)
         raise ConfigError("loss.name", spec.name, f"a {entry.task} loss: {', '.join(allowed)}")
-    check_pruning_options(cfg.pruning, group="pruning")
+    family_specs(cfg)
     _check_risks(cfg, entry.task)
     _check_knobs(cfg)
 
@@ -386,8 +402,6 @@ def _check_model_fits(cfg: Config) -> None:
 
     from .data import DATASETS, dataset_options
     from .models import MODELS
-    from .pruning import check_family_fits
-
     name = cfg.model["name"]
     options = {k: v for k, v in cfg.model.items() if k != "name"}
     try:
@@ -399,7 +413,9 @@ def _check_model_fits(cfg: Config) -> None:
     if empty:
         raise ConfigError("model", options, f"options that give every layer of {name!r} at least one unit "
                           f"({empty[0][0]} has shape {empty[0][1]})")
-    check_family_fits(model, cfg.pruning, name, group="pruning")
+    specs = family_specs(cfg)
+    for i, spec in enumerate(specs):
+        spec.check_fits(model, name, group="pruning" if cfg.knobs is None else f"knobs.families[{i}]")
     entry = DATASETS[cfg.dataset["name"]]
     shape = _built("dataset", lambda: entry.input_shape(**dataset_options(cfg.dataset)))
     try:
@@ -432,13 +448,15 @@ def _check_extras(cfg: Config) -> None:
     (it used to be a ModuleNotFoundError traceback after the output folder existed)."""
     import importlib.util
 
-    structures = {cfg.pruning.get("structure", "unstructured"),
-                  *(f.get("structure", "unstructured") for f in (cfg.knobs.families if cfg.knobs else []))}
+    from .pruning import requires_module
+
+    needs = {requires_module(cfg.pruning), *(requires_module(f) for f in (cfg.knobs.families if cfg.knobs else [])
+                                             if isinstance(f, Mapping))}
     asked = {
         "figures": bool(cfg.figures),
         "logger.name": cfg.logger.name == "wandb" and cfg.logger.mode != "disabled",
         "dataset.name": cfg.dataset.get("name") in _SEGMENTATION_DATASETS,
-        "pruning.structure": "channel" in structures,
+        "pruning.structure": "torch_pruning" in needs,
     }
     for key, needed in asked.items():
         module, extra, instead = _EXTRAS[key]
@@ -470,11 +488,8 @@ def _check_training_and_sweep(cfg: Config) -> None:
     _choice("trainer.trajectory.granularity", traj.granularity, ["step", "epoch"])
     if traj.enabled and not 1 <= traj.last_k_epochs <= cfg.trainer.epochs:
         raise ConfigError("trainer.trajectory.last_k_epochs", traj.last_k_epochs, f"an integer in [1, trainer.epochs={cfg.trainer.epochs}]")
-    if cfg.pruning.get("criterion") == "mu" and not traj.enabled:
-        raise ConfigError("trainer.trajectory.enabled", False, "true with pruning.criterion=mu (M&U needs the weight trajectory)")
-    if cfg.pruning.get("criterion") == "mu" and cfg.pruning.get("sigma") == "updates" and not traj.track_updates:
-        raise ConfigError("trainer.trajectory.track_updates", False,
-                          "true with pruning.sigma=updates (the σ̂ of the updates is tracked during training)")
+    for i, spec in enumerate(family_specs(cfg)):
+        spec.check_training(traj, group="pruning" if cfg.knobs is None else f"knobs.families[{i}]")
     wd = cfg.trainer.weight_decay
     if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not (math.isfinite(wd) and wd >= 0):
         raise ConfigError("trainer.weight_decay", wd, "a finite number ≥ 0")

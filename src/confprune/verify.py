@@ -145,7 +145,8 @@ def _check_claim(cert: Mapping[str, Any], report: VerificationReport) -> bool:
                                for b, r in zip(bounds, cert["risks"], strict=True)) and cert["bound"] == "+".join(bounds))
     else:
         ok = report.expect("bound", cert["bound"], cert["bound"], cert["bound"] in BOUNDS)
-    ok &= report.expect("fwer", cert["fwer"], cert["fwer"], cert["fwer"] in FWERS)
+    ok &= report.expect("fwer", cert["fwer"], cert["fwer"],
+                        cert["fwer"] in FWERS or (cert["fwer"] == "pareto_testing" and bool(cert.get("pareto"))))
     ok &= report.add("alpha, delta", 0 < cert["alpha"] < 1 and 0 < cert["delta"] < 1,
                      f"alpha={cert['alpha']}, delta={cert['delta']} (each must lie in (0, 1))")
     grid = np.asarray(cert["grid"], dtype=np.float64)
@@ -315,6 +316,11 @@ def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *,
     # A seeded betting order permutes the issuer's set: its fingerprint is the set's, in index order.
     in_order = np.sort(idx) if (cert.get("calibration") or {}).get("order") == "seeded_order" else idx
     report.expect("data.calibration_fingerprint", cert["data"].get("calibration_fingerprint"), fingerprint(x, y, in_order))
+    if cert.get("pareto"):  # several families: Pareto testing re-run on the recomputed tables
+        _verify_pareto(cert, pruned_model, state, model, x, y, idx, batch, report, score_inputs=score_inputs,
+                       train_inputs=train_inputs, trajectory=trajectory)
+        _check_disjoint(x, train_inputs, report)
+        return _done(report, t0)
     family = _rebuild_family(cert, model, report, score_inputs=score_inputs, train_inputs=train_inputs,
                              trajectory=trajectory, example=x)
     if family is None:
@@ -463,14 +469,14 @@ def _check_holdout(cert: Mapping[str, Any], found: _Recomputed, decided: int, id
 
 
 def _check_verifier_data(found: _Recomputed, model: nn.Module, family: Any, lam: float, data: Any, batch: int,
-                         loss_obj: Loss, report: VerificationReport) -> None:
-    """The claim tested on data the verifier supplies (never seen by the issuer)."""
+                         loss_obj: Loss, report: VerificationReport, label: str = "verifier data test") -> None:
+    """The claim tested on data the verifier supplies (never seen by the issuer), or on held-out points."""
     from .sweep import compute_loss_tables
 
     names = list(found.tables)
     losses = [loss_obj if n == loss_obj.name else make_loss(n) for n in names]
     tables = compute_loss_tables(model, family, [lam], data, losses, batch_size=batch, progress=False)
-    _test_claim("verifier data test", found.specs, {n: t.losses[0] for n, t in zip(names, tables, strict=True)},
+    _test_claim(label, found.specs, {n: t.losses[0] for n, t in zip(names, tables, strict=True)},
                 {n: t.dense_losses for n, t in zip(names, tables, strict=True)}, report)
 
 
@@ -600,7 +606,8 @@ def _check_modules(exported: Any, model: nn.Module, family: Any, lam: float, rep
     records of the family's own pruned module, rebuilt here from the dense model, not from the file."""
     from .compact import PRUNED_FORMAT, _module_records, _plain
 
-    if family.structure != "channel":
+    module = family.exported_module(model, lam)
+    if module is None:  # a masked state of the dense architecture: no module records
         return
     if not isinstance(exported, (str, Path)):
         report.note("pruned model modules", "a state_dict was given, not the exported file: its module records "
@@ -610,13 +617,116 @@ def _check_modules(exported: Any, model: nn.Module, family: Any, lam: float, rep
     if not isinstance(payload, dict) or payload.get("format") != PRUNED_FORMAT:
         report.add("pruned model modules", False, f"{exported} is not a physically pruned module file ({PRUNED_FORMAT})")
         return
-    want = _plain(_module_records(family.pruned_model(model, lam)))
+    want = _plain(_module_records(module))
     got = _plain(payload.get("modules"))
     bad = sorted(k for k in set(want) | set(got or {}) if (got or {}).get(k) != want.get(k))
     report.add("pruned model modules", not bad,
                f"all {len(want)} module records equal the family's pruned module" if not bad else
                f"module records differ from the family's pruned module at {bad[:3]}: recorded "
                f"{_show((got or {}).get(bad[0]))}, rebuilt {_show(want.get(bad[0]))}")
+
+
+def _verify_pareto(cert: Mapping[str, Any], exported: Any, state: dict[str, torch.Tensor] | None, model: nn.Module,
+                   x: torch.Tensor, y: torch.Tensor | None, idx: np.ndarray, batch: int, report: VerificationReport,
+                   **context: Any) -> None:
+    """Several families: rebuild every family, recompute every configuration's calibration losses
+    and (where recomputable) cost, re-run Pareto testing with the recorded split seed, and require
+    the same front, order, p-values and certified configuration; then the deployed family's λ̂,
+    export, held-out test and cost as for one family."""
+    from .multiknob import family_view
+
+    grid = np.asarray(cert["grid"], dtype=np.float64)
+    pt = _pareto_tables(cert, model, x[idx], None if y is None else y[idx], grid, batch, report, **context)
+    if pt is None:
+        return
+    rec = cert["pareto"]
+    result = _rerun_pareto(cert, pt, report)
+    k, cal = family_view(pt, result, np.arange(idx.size), delta=cert["delta"], seed=int(rec["split_seed"]))
+    decided = cal.lambda_index
+    report.expect("lambda_index", cert["lambda_index"], decided)
+    report.add("p_values", bool(np.allclose(cal.p_values, cert["p_values"], rtol=1e-12, atol=0)),
+               f"the deployed family's {grid.size} testing-part p-values recomputed")
+    family = pt.families[k]
+    report.expect("pruning.config", cert["pruning"]["config"], dict(family.config))
+    if decided >= 0:
+        lam = float(grid[decided])
+        report.expect("cal_risk", cert["cal_risk"], float(cal.risk[decided]))
+        report.expect("sparsity_pool", cert["sparsity_pool"], family.sparsity(lam))
+        rest = np.setdiff1d(np.arange(x.shape[0]), idx)
+        if rest.size:
+            _check_verifier_data(_Recomputed(cal.p_values, cal.risk, {n: np.zeros(0) for n in pt.tables[k]}, {},
+                                             list(pt.risks)), model, family, lam,
+                                 (x[rest], None if y is None else y[rest]), batch, make_loss(pt.risks[0].table), report,
+                                 label="holdout test")
+    _check_export(cert, exported, state, model, family, grid, decided, report)
+    if cert.get("cost"):
+        _check_cost(cert["cost"], model, family, grid, decided, x, report)
+
+
+def _pareto_tables(cert: Mapping[str, Any], model: nn.Module, x: torch.Tensor, y: torch.Tensor | None,
+                   grid: np.ndarray, batch: int, report: VerificationReport, **context: Any) -> Any:
+    """Every recorded family rebuilt, swept on the calibration points, its risks in mean form; the
+    costs recomputed (latency: recorded). None when a family cannot be rebuilt."""
+    from .errors import ConfigError
+    from .multiknob import RECOMPUTABLE_OBJECTIVES, ParetoTables, _mean_form, family_costs
+    from .pruning import FamilySpec
+    from .stats import resolve_bound
+    from .stats.risks import DROP, RiskSpec
+    from .sweep import compute_loss_tables
+
+    rec = cert["pareto"]
+    fields = ("loss", "alpha", "per_class", "gamma")
+    risks = [RiskSpec(**{k: r[k] for k in fields}, bound=r.get("requested_bound", r["bound"])) for r in cert["risks"]]
+    names = list(dict.fromkeys(r.table for r in risks))
+    example = torch.zeros_like(x[:2])
+    specs, families, tables = [], [], []
+    for k, conf in enumerate(rec["families"]):
+        try:
+            spec = FamilySpec.from_config(conf, group=f"pareto.families[{k}]")
+            fam = spec.build(model, example_inputs=example, **context)
+        except (ConfigError, ValueError, TypeError, KeyError) as err:
+            report.add(f"pareto.families[{k}]", False, f"cannot rebuild it from {conf}: {err}")
+            return None
+        swept = compute_loss_tables(model, fam, grid, (x, y), [make_loss(n) for n in names], batch_size=batch,
+                                    progress=False)
+        specs.append(spec)
+        families.append(fam)
+        tables.append(dict(zip(names, swept, strict=True)))
+    losses = np.concatenate([np.stack([_mean_form(r, t[r.table].losses, t[r.table].dense_losses) for r in risks])
+                             for t in tables], axis=1)
+    bounds = ["wsr" if r.loss == DROP else resolve_bound(r.bound, losses[i]) for i, r in enumerate(risks)]
+    report.expect("pareto.bounds", rec["bounds"], bounds)
+    alphas = [(1 + r.alpha) / 2 if r.loss == DROP else r.alpha for r in risks]
+    report.expect("pareto.alphas_mean_form", rec["alphas_mean_form"], alphas)
+    objective = rec["objective"]
+    if objective in RECOMPUTABLE_OBJECTIVES:
+        costs = np.concatenate([family_costs(model, f, grid, example, objective, batch) for f in families])
+        report.add("pareto.costs", bool(np.allclose(costs, rec["costs"], rtol=1e-12, atol=0)),
+                   f"{costs.size} configurations' {objective} recomputed")
+    else:
+        costs = np.asarray(rec["costs"], dtype=np.float64)
+        report.note("pareto.costs", f"{objective} measured by the issuer (not re-derivable here): they order the "
+                    "front; the order is the issuer's word that they were fixed before calibration")
+    return ParetoTables(specs, grid, losses, costs, risks, alphas, bounds, objective, families, tables)
+
+
+def _rerun_pareto(cert: Mapping[str, Any], pt: Any, report: VerificationReport) -> Any:
+    """Pareto testing re-run with the recorded split seed; the front and the decision compared."""
+    from .stats.pareto import pareto_test
+
+    rec = cert["pareto"]
+    result = pareto_test(pt.losses, pt.costs, pt.alphas, cert["delta"], bounds=pt.bounds,
+                         opt_fraction=float(rec["opt_fraction"]), seed=int(rec["split_seed"]))
+    report.expect("pareto.front", rec["front"], [int(c) for c in result.front])
+    report.expect("pareto.order", rec["order"], [int(c) for c in result.order])
+    for key in ("opt_pvalues", "test_pvalues"):
+        got = getattr(result, key)
+        same = len(rec[key]) == got.size and bool(np.allclose(got, rec[key], rtol=1e-12, atol=0))
+        report.add(f"pareto.{key}", same, f"{got.size} p-values recomputed on the "
+                   f"{'optimisation' if key == 'opt_pvalues' else 'testing'} part")
+    report.expect("pareto.rejected", rec["rejected"], [bool(r) for r in result.rejected])
+    report.expect("pareto.certified_config", rec["certified_config"], int(result.certified_index))
+    return result
 
 
 def _done(report: VerificationReport, t0: float) -> VerificationReport:
