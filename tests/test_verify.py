@@ -175,11 +175,11 @@ def test_forgery_edited_weight_with_rewritten_checksum_fails(pool):
         ("lambda_hat", 0.05, {"lambda_hat"}),
         ("n_cal", 1999, {"n_cal"}),
         ("delta", 0.2, {"claim", "p_values"}),
-        ("alpha", 0.2, {"claim", "p_values"}),
+        ("alpha", 0.2, {"alpha", "claim", "p_values"}),  # one risk is a list of one: its alpha is the claim's
         ("claim", "The pruned model is perfect.", {"claim"}),
         ("sparsity_pool", 0.99, {"sparsity_pool"}),
         ("cal_risk", 0.0, {"cal_risk"}),
-        ("bound", "hb", {"claim", "p_values"}),
+        ("bound", "hb", {"bound", "claim", "p_values"}),
     ],
 )
 def test_forgery_of_a_claim_field_fails_naming_it(pool, field, value, names):

@@ -33,14 +33,12 @@ from .stats import (
     NOT_CERTIFIED,
     Calibration,
     FwerProcedure,
-    calibrate,
     get_bound,
     is_binary,
     make_fwer,
-    resolve_bound,
 )
 from .stats.risks import RiskSpec, calibrate_risks, resolve_risks
-from .sweep import LossTable, compute_loss_table, compute_loss_tables
+from .sweep import LossTable, compute_loss_tables
 
 DEFAULT_LAMBDAS = tuple(round(0.01 * i, 2) for i in range(100))  # the paper's grid 0.00 … 0.99
 
@@ -205,27 +203,24 @@ def certify_from_table(
     ``risks`` (several at once, :class:`~confprune.stats.risks.RiskSpec`): every risk must pass at a
     grid point (max of the p-values); ``tables`` then maps each risk's loss table name to its
     table (``table`` is the first risk's), and ``labels`` (N,) serve per-class risks; ``alpha``
-    and ``bound`` are taken from the risks.
+    and ``bound`` are taken from the risks. Without ``risks``, (``loss``, ``alpha``, ``bound``) is
+    the list of one risk: every certificate goes through the same calibration.
     """
     n = table.losses.shape[1]
     cal_idx, calibration_draw = issuer_order(np.arange(n) if calibration_indices is None else calibration_indices,
                                              calibration_draw, data_info, order_seed)
     procedure = make_fwer(fwer)
-    per_risk: dict[str, np.ndarray] = {}
+    if not risks:  # one risk is a list of one
+        risks, tables = [RiskSpec(loss.name, alpha, bound)], {loss.name: table}
     arrays = {name: t.losses for name, t in (tables or {}).items()}
     dense = {name: t.dense_losses for name, t in (tables or {}).items() if t.dense_losses is not None}
-    if risks:
-        calibration, per_risk = calibrate_risks(arrays, risks, cal_idx, delta=delta, fwer=procedure,
-                                                n_grid=table.grid.size, labels=labels, dense=dense)
-    else:
-        bound = resolve_bound(bound, table.losses[:, cal_idx])
-        calibration = calibrate(table.losses[:, cal_idx], alpha=alpha, delta=delta, bound=bound, fwer=procedure,
-                                order_seed=None, n_grid=table.grid.size)
+    calibration, per_risk = calibrate_risks(arrays, risks, cal_idx, delta=delta, fwer=procedure,
+                                            n_grid=table.grid.size, labels=labels, dense=dense)
     return certified_result(
         model, family, table, loss, calibration, cal_idx, calibration_draw=calibration_draw, data_info=data_info,
         model_info=model_info, extra=extra, indices_given=calibration_indices is not None, procedure=procedure,
         risks=[{**asdict(r), "name": r.name, "p_values": [float(x) for x in per_risk[r.name]]}
-               for r in resolve_risks(arrays, risks, dense)] if risks else None,
+               for r in resolve_risks(arrays, risks, dense)],
     )
 
 
@@ -382,26 +377,22 @@ def certify(
                           include_norm=include_norm, seed=seed, options=dict(criterion_options or {}))
         family = spec.build(model, trajectory=trajectory, score_inputs=score_inputs,
                             example_inputs=torch.zeros_like(example[:2]))
-        if risks:
-            names = list(dict.fromkeys(r.table for r in risks))
-            computed = compute_loss_tables(model, family, grid, calibration_data, [make_loss(n) for n in names],
-                                           batch_size=batch_size, progress=progress)
-            tables = dict(zip(names, computed, strict=True))
-            labels = None
-            if any(r.per_class for r in risks):
-                ys = [y for _, y in as_batches(calibration_data, batch_size)()]
-                if any(y is None for y in ys):
-                    raise OptionError("risks", [r.name for r in risks], "per-class risks with data that has targets")
-                labels = torch.cat(ys).cpu().numpy()
-            first = tables[risks[0].table]
-            result = certify_from_table(model, family, first, make_loss(risks[0].table), alpha=risks[0].alpha,
-                                        delta=delta, fwer=procedure, risks=risks, tables=tables, labels=labels,
-                                        order_seed=seed)
-        else:
-            table = compute_loss_table(model, family, grid, calibration_data, loss_obj, batch_size=batch_size,
-                                       progress=progress)
-            result = certify_from_table(model, family, table, loss_obj, alpha=alpha, delta=delta, bound=bound,
-                                        fwer=procedure, order_seed=seed)
+        risks = list(risks or [RiskSpec(loss_obj.name, alpha, bound)])  # one risk is a list of one
+        names = list(dict.fromkeys(r.table for r in risks))
+        computed = compute_loss_tables(model, family, grid, calibration_data,
+                                       [loss_obj if n == loss_obj.name else make_loss(n) for n in names],
+                                       batch_size=batch_size, progress=progress)
+        tables = dict(zip(names, computed, strict=True))
+        labels = None
+        if any(r.per_class for r in risks):
+            ys = [y for _, y in as_batches(calibration_data, batch_size)()]
+            if any(y is None for y in ys):
+                raise OptionError("risks", [r.name for r in risks], "per-class risks with data that has targets")
+            labels = torch.cat(ys).cpu().numpy()
+        first = risks[0].table
+        result = certify_from_table(model, family, tables[first], loss_obj if first == loss_obj.name else make_loss(first),
+                                    alpha=risks[0].alpha, delta=delta, fwer=procedure, risks=risks, tables=tables,
+                                    labels=labels, order_seed=seed)
         if measure_cost:
             result.certificate["cost"] = certified_cost(model, family, result.lambda_hat, example,
                                                         batches=sorted({1, batch_size}))

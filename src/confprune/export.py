@@ -62,6 +62,9 @@ def claim_text(certified: bool, alpha: float, delta: float, n: int, loss: str, b
     if not certified:
         return ("Nothing was certified: no grid point passed the FWER procedure at this (alpha, delta); "
                 "no pruned model is exported.")
+    if risks and len(risks) == 1 and risks[0]["loss"] != "accuracy_drop" and not risks[0]["per_class"]:
+        loss, alpha, bound = risks[0]["loss"], risks[0]["alpha"], risks[0]["bound"]  # one mean risk: its sentence
+        risks = None if fwer != "pareto_testing" else risks
     if risks:
         parts = [
             (f"the accuracy drop relative to the dense model (E[1{{pruned wrong}} - 1{{dense wrong}}]) is at most {r['alpha']:g}"

@@ -58,9 +58,7 @@ from .stats import (
     SplitValidation,
     draw_iid_calibration,
     draw_splits,
-    iid_validation,
     make_fwer,
-    validate_splits,
 )
 from .stats.risks import RiskSpec, iid_validate_risks, validate_risks
 from .sweep import LossTable, cached_loss_tables, compute_loss_tables
@@ -106,8 +104,8 @@ class Sweep:
     specs: list[FamilySpec]
     families: list[Family]
     tables: list[dict[str, LossTable]]
-    loss: Loss  # the first risk's loss (the single risk's, with its options)
-    risks: list[RiskSpec] | None  # calibration.risks (None: the single risk of ``loss``)
+    loss: Loss  # the first risk's loss (with the loss group's options)
+    risks: list[RiskSpec]  # one risk is a list of one
     from_cache: bool  # every family's tables came from the cache
     pareto: ParetoTables | None = None  # several families
 
@@ -178,7 +176,7 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
     specs = family_specs(cfg)
     families = [pruning_family(cfg, dense, data, spec) for spec in specs]
     risks = risk_specs(cfg)
-    loss = make_loss(**cfg.loss) if risks is None else make_loss(risks[0].table)
+    loss = first_loss(cfg, risks)
     draws = calibration_draws(cfg, data.pool_size)
     with timer("sweep"):
         swept = [family_tables(cfg, dense, fam, spec, data, loss, risks, grid, draws)
@@ -222,9 +220,17 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
 # Stages
 
 
-def risk_specs(cfg: Config) -> list[RiskSpec] | None:
-    """``calibration.risks`` as risk specs (None: the single risk of ``loss`` at ``calibration.alpha``)."""
-    return [RiskSpec(**r) for r in cfg.calibration.risks] if cfg.calibration.risks else None
+def risk_specs(cfg: Config) -> list[RiskSpec]:
+    """The risks at the door: ``calibration.risks``, or the list of one risk, ``loss`` at
+    ``calibration.alpha`` with ``bound``."""
+    if cfg.calibration.risks:
+        return [RiskSpec(**r) for r in cfg.calibration.risks]
+    return [RiskSpec(cfg.loss["name"], cfg.calibration.alpha, cfg.bound.name)]
+
+
+def first_loss(cfg: Config, risks: list[RiskSpec]) -> Loss:
+    """The first risk's loss, with the ``loss`` group's options when it is that loss."""
+    return make_loss(**cfg.loss) if risks[0].table == cfg.loss["name"] else make_loss(risks[0].table)
 
 
 def check(cfg: Config) -> list[float]:
@@ -322,13 +328,13 @@ def loss_table(
 
 def family_tables(
     cfg: Config, dense: DenseModel, family: Family, spec: FamilySpec, data: TaskData, loss: Loss,
-    risks: list[RiskSpec] | None, grid: np.ndarray, draws: CalibrationDraws,
+    risks: list[RiskSpec], grid: np.ndarray, draws: CalibrationDraws,
 ) -> tuple[dict[str, LossTable], bool]:
     """One family's loss tables: the first risk's and every other risk's (from the cache, or one
     pass of the network with ``sweep.share_losses``); whether the first came from the cache."""
     table, from_cache = loss_table(cfg, dense, family, spec, data, loss, grid, draws)
     tables = {loss.name: table}
-    for r in risks or []:
+    for r in risks:
         if r.table not in tables:
             tables[r.table] = loss_table(cfg, dense, family, spec, data, make_loss(r.table), grid, draws)[0]
     return tables, from_cache
@@ -338,8 +344,7 @@ def pareto_stage(cfg: Config, dense: DenseModel, sweep: Sweep, data: TaskData) -
     """Several families: every configuration's mean-form losses and cost (None for one family)."""
     if len(sweep.specs) == 1:
         return None
-    risks = sweep.risks or [RiskSpec(sweep.loss.name, cfg.calibration.alpha, cfg.bound.name)]
-    return pareto_tables(dense.model, sweep.specs, sweep.families, sweep.tables, risks,
+    return pareto_tables(dense.model, sweep.specs, sweep.families, sweep.tables, sweep.risks,
                          objective=cfg.knobs.objective, example=torch.zeros_like(data.pool_inputs[:2]),
                          batch_size=cfg.sweep.batch_size)
 
@@ -362,28 +367,22 @@ def validate(cfg: Config, sweep: Sweep, draws: CalibrationDraws, data: TaskData)
         check = iid_validate_pareto(sweep.pareto, n_cal=cal.n_cal, reps=cfg.knobs.validation_reps, delta=cal.delta,
                                     opt_fraction=cfg.knobs.opt_fraction, seed=cal.split_seed)
         return Validation(None, None, check, single_family_costs(sweep.pareto, draws.deploy, delta=cal.delta))
-    return split_validation(cfg, sweep.tables[0][sweep.loss.name], draws, sweep.risks, sweep.tables[0], data)
+    return split_validation(cfg, sweep.risks, sweep.tables[0], draws, data)
 
 
-def split_validation(cfg: Config, table: LossTable, draws: CalibrationDraws, risks: list[RiskSpec] | None = None,
-                     tables: dict[str, LossTable] | None = None, data: TaskData | None = None) -> Validation:
+def split_validation(cfg: Config, risks: list[RiskSpec], tables: dict[str, LossTable], draws: CalibrationDraws,
+                     data: TaskData | None = None) -> Validation:
     """LTT on every random split (test risk at λ̂) and on i.i.d. draws (exact pool risk); with
     several risks, a split passes only if every risk does."""
     cal = cfg.calibration
-    procedure, n_grid = make_fwer(**cfg.fwer), table.grid.size
-    if risks:
-        arrays = {k: t.losses for k, t in (tables or {}).items()}
-        dense = {k: t.dense_losses for k, t in (tables or {}).items() if t.dense_losses is not None}
-        labels = _labels(data)
-        splits = validate_risks(arrays, risks, draws.splits, delta=cal.delta, fwer=procedure, n_grid=n_grid,
-                                labels=labels, keep_pvalues=True, dense=dense)
-        iid = iid_validate_risks(arrays, risks, draws.iid, delta=cal.delta, fwer=procedure, n_grid=n_grid,
-                                 labels=labels, dense=dense)
-        return Validation(splits, iid)
-    splits = validate_splits(table.losses, draws.splits, alpha=cal.alpha, delta=cal.delta, bound=cfg.bound.name,
-                             fwer=procedure, keep_pvalues=True, n_grid=n_grid)
-    iid = iid_validation(table.losses, n_cal=cal.n_cal, n_reps=cal.n_splits, alpha=cal.alpha, delta=cal.delta,
-                         bound=cfg.bound.name, fwer=procedure, n_grid=n_grid, draws=draws.iid)
+    procedure, n_grid = make_fwer(**cfg.fwer), next(iter(tables.values())).grid.size
+    arrays = {k: t.losses for k, t in tables.items()}
+    dense = {k: t.dense_losses for k, t in tables.items() if t.dense_losses is not None}
+    labels = _labels(data)
+    splits = validate_risks(arrays, risks, draws.splits, delta=cal.delta, fwer=procedure, n_grid=n_grid,
+                            labels=labels, keep_pvalues=True, dense=dense)
+    iid = iid_validate_risks(arrays, risks, draws.iid, delta=cal.delta, fwer=procedure, n_grid=n_grid,
+                             labels=labels, dense=dense)
     return Validation(splits, iid)
 
 
@@ -534,10 +533,11 @@ def summarise(
     lambdas, grid, risks = table.lambdas, table.grid, sweep.risks
     return RunSummary(
         config_hash=config_hash, experiment=cfg.name, model=cfg.model["name"], dataset=cfg.dataset["name"],
-        synthetic_data=data.synthetic, loss=" & ".join(r.name for r in risks) if risks else sweep.loss.name,
+        synthetic_data=data.synthetic,
+        loss=" & ".join(r.name for r in risks) if cfg.calibration.risks else sweep.loss.name,
         bound=result.calibration.bound, fwer=result.calibration.fwer,
         criterion=family.criterion, scope=family.scope, score_inputs=family.score_info, seed=cfg.seed,
-        alpha=risks[0].alpha if risks else cal.alpha, delta=cal.delta, n_cal=cal.n_cal,
+        alpha=risks[0].alpha, delta=cal.delta, n_cal=cal.n_cal,
         n_test=cal.n_test if v is not None else 0, n_splits=cal.n_splits if v is not None else cfg.knobs.validation_reps,
         pool_size=data.pool_size,
         grid=GridInfo(int(grid.size), int(lambdas.size), float(grid[0]), float(grid[-1])),

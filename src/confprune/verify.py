@@ -331,10 +331,7 @@ def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *,
     # The losses, p-values and decision, at every grid point the procedure needs.
     grid = np.asarray(cert["grid"], dtype=np.float64)
     rows = _needed_rows(cert)
-    if cert.get("risks"):
-        found = _recompute_risks(cert, model, family, grid[:rows], x, y, idx, batch, report)
-    else:
-        found = _recompute_one(cert, model, family, grid[:rows], x, y, idx, batch, loss_obj, report)
+    found = _recompute_risks(cert, model, family, grid[:rows], x, y, idx, batch, loss_obj, report)
     if found is None:
         return _done(report, t0)
     decided = _check_decision(cert, found, grid, rows, report)
@@ -365,27 +362,6 @@ class _Recomputed:
     tables: dict[str, np.ndarray]  # (rows, N) loss tables by name, over every data point
     dense: dict[str, np.ndarray]  # (N,) the dense model's own losses by table name
     specs: list[Any]  # the risks (a single-risk certificate: one mean risk)
-
-
-def _recompute_one(cert: Mapping[str, Any], model: nn.Module, family: Any, grid: np.ndarray, x: torch.Tensor,
-                   y: torch.Tensor | None, idx: np.ndarray, batch: int, loss_obj: Loss,
-                   report: VerificationReport) -> _Recomputed | None:
-    """A single risk: its losses at the needed grid points, p-values with the recorded bound."""
-    from .stats import get_bound, pvalues_from_losses
-    from .stats.risks import RiskSpec
-    from .sweep import compute_loss_table
-
-    table = compute_loss_table(model, family, grid, (x, y), loss_obj, batch_size=batch, progress=False)
-    cal = table.losses[:, idx]
-    try:
-        get_bound(cert["bound"]).check_table(table.losses, "the recomputed loss table")
-    except ValueError as err:  # e.g. a binomial bound recorded for a fractional loss: nothing to recompute
-        report.add("bound", False, str(err))
-        return None
-    p = np.asarray(pvalues_from_losses(cert["bound"], cal, cert["alpha"], cert["delta"]), dtype=np.float64)
-    risk = cal.astype(np.float64).sum(axis=1) / cal.shape[1]
-    return _Recomputed(p, risk, {loss_obj.name: table.losses}, {loss_obj.name: table.dense_losses},
-                       [RiskSpec(loss_obj.name, cert["alpha"], cert["bound"])])
 
 
 def _check_decision(cert: Mapping[str, Any], found: _Recomputed, grid: np.ndarray, rows: int,
@@ -516,7 +492,7 @@ def _check_recorded_fields(cert: Mapping[str, Any], model: nn.Module, family: An
         report.expect("pruning.model_parameters", rec["model_parameters"], sum(t.numel() for t in model.parameters()))
     first = found.specs[0]
     if cert.get("risks"):
-        report.expect("alpha (the first risk's)", cert["alpha"], first.alpha)
+        report.expect("alpha", cert["alpha"], first.alpha)  # the first risk's
         report.expect("loss.name (the first risk's table)", cert["loss"]["name"], first.table)
     binary = LOSSES[loss_obj.name].binary if loss_obj.name in LOSSES else bool(is_binary(found.tables[first.table]))
     if "binary" in cert["loss"] and (loss_obj.name in LOSSES or cert["loss"]["binary"]):
@@ -549,17 +525,29 @@ def _check_cost(cost: Mapping[str, Any], model: nn.Module, family: Any, grid: np
         report.note("cost.machine", _show(cost["machine"]))
 
 
+def _risks_of(cert: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The certificate's risks; a certificate written before every risk was a list (one loss,
+    alpha and bound at the top level) as the list of one."""
+    if cert.get("risks"):
+        return list(cert["risks"])
+    return [{"loss": cert["loss"]["name"], "alpha": cert["alpha"], "bound": cert["bound"], "per_class": False,
+             "gamma": None, "name": cert["loss"]["name"], "p_values": cert["p_values"]}]
+
+
 def _recompute_risks(cert: Mapping[str, Any], model: nn.Module, family: Any, grid: np.ndarray, x: torch.Tensor,
-                     y: torch.Tensor | None, idx: np.ndarray, batch: int, report: VerificationReport) -> _Recomputed | None:
-    """Several risks: every risk's p-values (each compared with its record) and the combined ones."""
+                     y: torch.Tensor | None, idx: np.ndarray, batch: int, loss_obj: Loss,
+                     report: VerificationReport) -> _Recomputed | None:
+    """Every risk's losses at the needed grid points (the first risk's table with the recorded
+    loss, options included), its p-values (each compared with its record) and the combined ones."""
     from .stats.risks import RiskSpec, calibrate_risks
     from .sweep import compute_loss_tables
 
     fields = ("loss", "alpha", "bound", "per_class", "gamma")
-    specs = [RiskSpec(**{k: r[k] for k in fields}) for r in cert["risks"]]
+    risks = _risks_of(cert)
+    specs = [RiskSpec(**{k: r[k] for k in fields}) for r in risks]
     names = list(dict.fromkeys(s.table for s in specs))
-    tables = compute_loss_tables(model, family, grid, (x, y), [make_loss(n) for n in names], batch_size=batch,
-                                 progress=False)
+    tables = compute_loss_tables(model, family, grid, (x, y), [loss_obj if n == loss_obj.name else make_loss(n)
+                                                               for n in names], batch_size=batch, progress=False)
     arrays = {n: t.losses for n, t in zip(names, tables, strict=True)}
     dense = {n: t.dense_losses for n, t in zip(names, tables, strict=True)}  # the drop's reference: the dense model
     labels = None if y is None else y.cpu().numpy()
@@ -568,9 +556,9 @@ def _recompute_risks(cert: Mapping[str, Any], model: nn.Module, family: Any, gri
     except ValueError as err:  # e.g. a binomial bound recorded for a fractional loss
         report.add("risks", False, f"the recorded risks cannot be recomputed as recorded: {err}")
         return None
-    for r in cert["risks"]:
-        got = each[r["name"]]
-        report.add(f"risks[{r['name']}].p_values", bool(np.allclose(got, r["p_values"][: got.size], rtol=1e-12, atol=0)),
+    for r, spec in zip(risks, specs, strict=True):
+        got = each[spec.name]
+        report.add(f"risks[{spec.name}].p_values", bool(np.allclose(got, r["p_values"][: got.size], rtol=1e-12, atol=0)),
                    f"{got.size} grid points recomputed with {r['bound']}")
     return _Recomputed(cal.p_values, cal.risk, arrays, dense, specs)
 
