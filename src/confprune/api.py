@@ -185,6 +185,8 @@ def certify_from_table(
     tables: Mapping[str, LossTable] | None = None,
     labels: np.ndarray | None = None,
     order_seed: int = 0,
+    cost_of: Callable[[Family, LossTable, float | None], Mapping[str, Any]] | None = None,
+    holdout: np.ndarray | None = None,
 ) -> CertifiedPruning:
     """LTT on the calibration columns of a computed loss table (shape (G', N)); builds the pruned
     model and the certificate. ``calibration_indices`` (default: every column) are recorded in
@@ -219,7 +221,7 @@ def certify_from_table(
     return certified_result(
         model, family, table, loss, calibration, cal_idx, calibration_draw=calibration_draw, data_info=data_info,
         model_info=model_info, extra=extra, indices_given=calibration_indices is not None, procedure=procedure,
-        risks=[{**asdict(r), "name": r.name, "p_values": [float(x) for x in per_risk[r.name]]}
+        cost_of=cost_of, holdout=holdout, risks=[{**asdict(r), "name": r.name, "p_values": [float(x) for x in per_risk[r.name]]}
                for r in resolve_risks(arrays, risks, dense)],
     )
 
@@ -229,12 +231,23 @@ def certified_result(
     cal_idx: np.ndarray, *, calibration_draw: Mapping[str, Any] | None, data_info: Mapping[str, Any] | None,
     model_info: Mapping[str, Any] | None, extra: Mapping[str, Any] | None, risks: list[dict[str, Any]] | None,
     indices_given: bool = True, pareto: Any = None, procedure: Any = None,
+    cost_of: Callable[[Family, LossTable, float | None], Mapping[str, Any]] | None = None,
+    holdout: np.ndarray | None = None,
 ) -> CertifiedPruning:
     """The pruned model at the decided λ and the certificate, for one family (LTT) or the family
-    Pareto testing certified (``pareto``): the one place a result is assembled."""
+    Pareto testing certified (``pareto``): the one place a result is assembled, and the
+    certificate is built once, whole. ``cost_of(family, table, λ̂)`` gives its cost block (None:
+    no cost recorded); ``holdout``: the points outside the calibration set whose first-risk
+    average at λ̂ is recorded as ``holdout_risk``."""
     loss_obj = make_loss(loss) if isinstance(loss, str) else loss
     certified = calibration.lambda_index != NOT_CERTIFIED
     lam = float(table.grid[calibration.lambda_index]) if certified else None
+    extra = dict(extra or {})
+    if holdout is not None:
+        extra["holdout_risk"] = (float(table.losses[calibration.lambda_index, holdout].mean())
+                                 if certified and holdout.size else None)
+    if cost_of is not None:
+        extra["cost"] = dict(cost_of(family, table, lam))
     pruned = family.export_state(model, lam) if lam is not None else None
     module = family.exported_module(model, lam) if lam is not None else None
     info = {"data_fingerprint": table.data_fingerprint, "points": table.losses.shape[1], **dict(data_info or {})}
@@ -392,10 +405,10 @@ def certify(
         first = risks[0].table
         result = certify_from_table(model, family, tables[first], loss_obj if first == loss_obj.name else make_loss(first),
                                     alpha=risks[0].alpha, delta=delta, fwer=procedure, risks=risks, tables=tables,
-                                    labels=labels, order_seed=seed)
-        if measure_cost:
-            result.certificate["cost"] = certified_cost(model, family, result.lambda_hat, example,
-                                                        batches=sorted({1, batch_size}))
+                                    labels=labels, order_seed=seed,
+                                    cost_of=(lambda fam, _table, lam: certified_cost(
+                                        model, fam, lam, example, batches=sorted({1, batch_size})))
+                                    if measure_cost else None)
         return result
     finally:
         model.train(was_training)

@@ -230,7 +230,7 @@ def certify_pareto_from_tables(
     model: nn.Module, pt: ParetoTables, columns: np.ndarray | None = None, *, delta: float,
     opt_fraction: float = 0.5, seed: int = 0, calibration_draw: Mapping[str, Any] | None = None,
     data_info: Mapping[str, Any] | None = None, model_info: Mapping[str, Any] | None = None,
-    extra: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None, cost_of: Any = None, holdout: np.ndarray | None = None,
 ) -> Any:
     """Pareto testing on the calibration ``columns`` of the tables (None: every point): a
     :class:`~confprune.api.CertifiedPruning` whose family is the certified configuration's, with
@@ -249,7 +249,8 @@ def certify_pareto_from_tables(
     return certified_result(
         model, pt.families[k], first, pt.risks[0].table, cal, cols, calibration_draw=draw,
         data_info=data_info, model_info=model_info, extra={**dict(extra or {}), "pareto": record}, risks=risks,
-        pareto=result, indices_given=columns is not None, procedure="pareto_testing",
+        pareto=result, indices_given=columns is not None, procedure="pareto_testing", cost_of=cost_of,
+        holdout=holdout,
     )
 
 

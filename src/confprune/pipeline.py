@@ -39,7 +39,7 @@ from .multiknob import (
     pareto_tables,
     write_front,
 )
-from .pruning import Family, FamilySpec
+from .pruning import FAMILY_FORMAT, Family, FamilySpec
 from .record import (
     Deployment,
     GridInfo,
@@ -192,10 +192,15 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
     if validation.splits is not None:
         write_splits(out / "splits.csv", split_columns(sweep.tables[0][loss.name], validation.splits))
         files["splits"] = str(out / "splits.csv")
-    result = deployment_certificate(cfg, dense, sweep, data, draws)
-    with timer("cost"):
-        cost = cost_profile(cfg, dense, result.family, result.loss_table, result, data)
-    result.certificate["cost"] = {k: cost[k] for k in ("dense", "deploy", "machine", "conventions")}
+    profile: dict[str, Any] = {}  # the full cost profile (curve, latency points) for figures and the summary
+
+    def cost_of(family: Family, table: LossTable, lam: float | None) -> dict[str, Any]:
+        with timer("cost"):
+            profile.update(cost_profile(cfg, dense, family, table, lam, data))
+        return {k: profile[k] for k in ("dense", "deploy", "machine", "conventions")}
+
+    result = deployment_certificate(cfg, dense, sweep, data, draws, cost_of)
+    cost = profile
     if cfg.export:
         files.update(result.save(out))
     if sweep.pareto is not None:
@@ -318,6 +323,7 @@ def loss_table(
             "pool": data.pool_fingerprint(),
             "loss": {"name": one.name, **one.params},
             "pruning": spec.config,
+            "family_format": FAMILY_FORMAT,
             "grid": [float(x) for x in grid],
             "device": torch.device(cfg.sweep.device).type,
         }
@@ -408,9 +414,10 @@ def _labels(data: TaskData | None) -> np.ndarray | None:
 
 
 def deployment_certificate(cfg: Config, dense: DenseModel, sweep: Sweep, data: TaskData,
-                           draws: CalibrationDraws) -> CertifiedPruning:
+                           draws: CalibrationDraws, cost_of: Callable[..., dict[str, Any]]) -> CertifiedPruning:
     """The deployment calibration set: LTT (one family) or Pareto testing (several) — the certified
-    λ̂ (and family), the pruned model and the one certificate."""
+    λ̂ (and family), the pruned model and the one certificate, with its cost (``cost_of``) and
+    the risk on the points outside the calibration set."""
     cal = cfg.calibration
     holdout = np.setdiff1d(np.arange(data.pool_size), draws.deploy)
     info = {
@@ -420,6 +427,8 @@ def deployment_certificate(cfg: Config, dense: DenseModel, sweep: Sweep, data: T
                        "checkpoint": str(dense.path), "seed": cfg.seed},
         "extra": {"holdout_size": int(holdout.size)},
         "calibration_draw": draws.draw,
+        "cost_of": cost_of,
+        "holdout": holdout,
     }
     if sweep.pareto is not None:
         result = certify_pareto_from_tables(dense.model, sweep.pareto, draws.deploy, delta=cal.delta,
@@ -430,15 +439,11 @@ def deployment_certificate(cfg: Config, dense: DenseModel, sweep: Sweep, data: T
             delta=cal.delta, bound=cfg.bound.name, fwer=make_fwer(**cfg.fwer), calibration_indices=draws.deploy,
             risks=sweep.risks, tables=sweep.tables[0], labels=_labels(data), **info,
         )
-    table = result.loss_table
-    result.certificate["holdout_risk"] = (
-        float(table.losses[result.lambda_index, holdout].mean()) if result.certified and holdout.size else None
-    )
     return result
 
 
 def cost_profile(
-    cfg: Config, dense: DenseModel, family: Family, table: LossTable, result: CertifiedPruning, data: TaskData,
+    cfg: Config, dense: DenseModel, family: Family, table: LossTable, lam_hat: float | None, data: TaskData,
 ) -> dict[str, Any]:
     """What the pruned models cost: parameters and MACs at every evaluated λ (the curve),
     parameters, MACs and export bytes of the dense and the certified model, and measured CPU
@@ -454,19 +459,20 @@ def cost_profile(
         return cached(Path(cfg.paths.cache_dir) / "costs" / f"{key}.json", lambda p: json.loads(p.read_text())["value"],
                       compute, lambda v, tmp: Path(tmp).write_text(json.dumps({"key": key, "value": v})), kind)[0]
 
-    base = {"model_checksum": dense.checksum, "family": fam, "input": list(example.shape[1:])}
+    base = {"model_checksum": dense.checksum, "family": fam, "family_format": FAMILY_FORMAT,
+            "input": list(example.shape[1:])}
     lambdas = [float(x) for x in table.lambdas]
     curve = json_cached("cost_curve", {**base, "lambdas": lambdas},
                         lambda: costs.cost_curve(dense.model, family, lambdas, example))
     dense_cost = costs.model_cost(dense.model, family, None, example)
-    deploy = costs.model_cost(dense.model, family, result.lambda_hat, example) if result.certified else None
+    deploy = costs.model_cost(dense.model, family, lam_hat, example) if lam_hat is not None else None
     machine = costs.machine()
     latency: list[dict[str, Any]] = []
     if cfg.cost.latency:
         batches = sorted({*cfg.cost.latency_batches, cfg.sweep.batch_size})
         n = len(lambdas)
         picks = [round(i * (n - 1) / (cfg.cost.latency_points + 1)) for i in range(1, cfg.cost.latency_points + 1)]
-        points: list[float | None] = [None, *([result.lambda_hat] if result.certified else []),
+        points: list[float | None] = [None, *([lam_hat] if lam_hat is not None else []),
                                       *(lambdas[i] for i in sorted(set(picks)))]
         for lam in dict.fromkeys(points):  # the dense model, λ̂, grid points; each once
             measured = json_cached("latency", {**base, "lambda": lam, "batches": batches, "machine": machine,

@@ -43,6 +43,9 @@ def sipp_hybrid_family(
     return HybridFamily(base, sens, pool, patches, seed=ctx.seed, delta_failure=float(delta_failure))
 
 
+#: Version of what the families compute, part of every loss-table and cost cache key: bump it when
+#: a family's pruned models change for the same config (2: int8 Linear layers run per sample).
+FAMILY_FORMAT = 2
 #: families that are not a plain ranking of scores: (model, pool, ctx, scope, **options) -> family
 FAMILIES: dict[str, Callable[..., PruningFamily]] = {"sipp_hybrid": sipp_hybrid_family}
 #: every criterion a config may name
@@ -225,7 +228,7 @@ from .quantized import QuantizedFamily, quantize_linear  # noqa: E402  (after bu
 from .spec import FamilySpec  # noqa: E402
 
 __all__ = [
-    "Family", "FamilySpec", "QuantizedFamily", "check_family", "quantize_linear", "requires_module",
+    "FAMILY_FORMAT", "Family", "FamilySpec", "QuantizedFamily", "check_family", "quantize_linear", "requires_module",
     "ALL_CRITERIA", "CHANNEL_OPTIONS", "CRITERIA", "FAMILIES", "STRUCTURES", "FAMILY_KEYS", "HybridFamily", "NEEDS_SCORE_INPUTS", "SCOPES",
     "PruningFamily", "ScoreContext", "build_family", "check_family_fits", "check_pruning_options", "criterion_options",
     "magnitude_scores", "mu_scores", "n_pruned", "prunable_parameters", "random_scores", "sipp_batch_size",
