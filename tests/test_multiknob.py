@@ -14,7 +14,7 @@ import torch
 
 from confprune.models import MnistCNN
 from confprune.multiknob import certify_pareto, iid_validate_pareto, knob_tables
-from confprune.pruning import FamilySpec as Knob
+from confprune.pruning import FamilySpec
 from confprune.stats.risks import RiskSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def cnn():
     return model, x, y
 
 
-KNOBS = [Knob("magnitude", "unstructured"), Knob("l1", "channel"), Knob("l1", "channel", quantize=True)]
+KNOBS = [FamilySpec("magnitude", "unstructured"), FamilySpec("l1", "channel"), FamilySpec("l1", "channel", quantize=True)]
 
 
 def test_certify_pareto_returns_a_cheapest_passing_configuration(cnn):

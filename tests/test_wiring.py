@@ -24,7 +24,7 @@ import confprune
 from confprune.api import certify_from_table
 from confprune.losses import make_loss
 from confprune.multiknob import certify_pareto, knob_tables
-from confprune.pruning import FamilySpec as Knob
+from confprune.pruning import FamilySpec
 from confprune.pruning import build_family
 from confprune.stats.risks import RiskSpec
 from confprune.sweep import compute_loss_tables
@@ -138,10 +138,10 @@ def int8_trap():
 def test_an_int8_knob_is_measured_against_the_float_dense_model(int8_trap):
     model, x, y = int8_trap
     risks = [RiskSpec("accuracy_drop", 0.01)]
-    kt = knob_tables(model, (x, y), knobs=[Knob(quantize=True)], risks=risks, lambdas=[0.0, 0.2])
+    kt = knob_tables(model, (x, y), knobs=[FamilySpec(quantize=True)], risks=risks, lambdas=[0.0, 0.2])
     drop_int8 = 2 * kt.losses[0, 0].mean() - 1  # mean form x = (d + 1)/2 at λ = 0
     assert drop_int8 == pytest.approx(0.9, abs=1e-9)  # the int8 model's drop against the float model
-    res = certify_pareto(model, (x, y), knobs=[Knob(quantize=True)], risks=risks, lambdas=[0.0, 0.2], delta=0.1)
+    res = certify_pareto(model, (x, y), knobs=[FamilySpec(quantize=True)], risks=risks, lambdas=[0.0, 0.2], delta=0.1)
     assert not res.certified  # the old wiring certified "drop ≤ 0.01" here (true drop +0.9)
 
 
@@ -149,13 +149,13 @@ def test_pareto_records_the_bound_it_used_and_refuses_one_it_cannot(int8_trap, t
     import json
 
     model, x, y = int8_trap
-    res = certify_pareto(model, (x, y), knobs=[Knob()], risks=[RiskSpec("accuracy_drop", 0.01)], lambdas=[0.0, 0.2],
+    res = certify_pareto(model, (x, y), knobs=[FamilySpec()], risks=[RiskSpec("accuracy_drop", 0.01)], lambdas=[0.0, 0.2],
                          delta=0.1)
     res.save(tmp_path)
     rec = json.loads((tmp_path / "certificate.json").read_text())["risks"][0]
     assert rec["bound"] == "wsr" and rec["requested_bound"] == "auto"
     with pytest.raises(ValueError, match="bound='exact' is not available"):
-        knob_tables(model, (x, y), knobs=[Knob()], risks=[RiskSpec("accuracy_drop", 0.01, bound="exact")],
+        knob_tables(model, (x, y), knobs=[FamilySpec()], risks=[RiskSpec("accuracy_drop", 0.01, bound="exact")],
                     lambdas=[0.0, 0.2])
 
 

@@ -125,15 +125,21 @@ class CertifiedPruning:
         return self.certificate.get("cost")
 
     def front(self) -> list[dict[str, Any]]:
-        """Pareto testing's front in testing order (several families; empty for one)."""
+        """Pareto testing's front in testing order (several families; empty for one): each point's
+        family, λ, cost, optimisation-part risks and p-value, testing-part p-value, and whether it
+        is in the certified (rejected) prefix."""
         if self.pareto is None:
             return []
         rec = self.certificate["pareto"]
         rows = []
         for pos, c in enumerate(rec["order"]):
             k, g = divmod(c, len(self.lambdas))
+            where = rec["front"].index(c)
             rows.append({"order": pos, "config": c, "knob": rec["labels"][k], "lambda": float(self.lambdas[g]),
-                         "cost": rec["costs"][c], "p_opt": rec["opt_pvalues"][pos], "p_test": rec["test_pvalues"][pos],
+                         "cost": rec["costs"][c],
+                         **{f"risk_opt[{name}]": risks[where]
+                            for name, risks in zip(rec["risk_names"], rec["front_risks_opt"], strict=True)},
+                         "p_opt": rec["opt_pvalues"][pos], "p_test": rec["test_pvalues"][pos],
                          "certified": rec["rejected"][pos]})
         return rows
 

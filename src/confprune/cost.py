@@ -220,12 +220,6 @@ COST_CONVENTIONS = (
 )
 
 
-def export_payload(model: nn.Module, family: Any, lam: float) -> tuple[Any, nn.Module]:
-    """The certified model at λ as it is exported, and the module that runs it (the family's own
-    :meth:`~confprune.pruning.Family.export_payload`)."""
-    return family.export_payload(model, lam)
-
-
 def model_cost(model: nn.Module, family: Any, lam: float | None, example: torch.Tensor) -> dict[str, Any]:
     """Parameters, MACs and export bytes of the model pruned at λ (``lam=None``: the dense model,
     whose export is a plain state_dict). ``example``: one input batch (only its shape matters)."""
@@ -263,7 +257,7 @@ def latency_at(model: nn.Module, family: Any, lam: float | None, example: torch.
     thread per request is also how a CPU server is usually run. Pass None for torch's default."""
     from .forward import fast_copy, to_fast_layout
 
-    net = fast_copy(model) if lam is None else to_fast_layout(export_payload(model, family, lam)[1])
+    net = fast_copy(model) if lam is None else to_fast_layout(family.export_payload(model, lam)[1])
     out: dict[str, Any] = {}
     for b in batch_sizes:
         x = torch.zeros((int(b), *example.shape[1:]), dtype=example.dtype)
@@ -287,6 +281,6 @@ def machine() -> dict[str, Any]:
 
 
 __all__ = [
-    "COST_CONVENTIONS", "cost_curve", "count_macs", "count_parameters", "export_payload", "file_bytes",
+    "COST_CONVENTIONS", "cost_curve", "count_macs", "count_parameters", "file_bytes",
     "latency_at", "machine", "measure_latency", "model_cost", "serialized_bytes", "speedup", "state_bytes",
 ]

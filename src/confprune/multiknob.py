@@ -202,6 +202,8 @@ def pareto_record(pt: ParetoTables, result: ParetoResult, *, opt_fraction: float
         "n_opt": int(result.n_opt), "n_test": int(result.n_test),
         "front": [int(c) for c in result.front],
         "order": [int(c) for c in result.order],
+        "front_risks_opt": [[float(r) for r in row] for row in result.front_risks],  # (R, F), front's index order
+        "risk_names": [r.name for r in pt.risks],
         "opt_pvalues": [float(p) for p in result.opt_pvalues],
         "test_pvalues": [float(p) for p in result.test_pvalues],
         "rejected": [bool(r) for r in result.rejected],
@@ -209,21 +211,6 @@ def pareto_record(pt: ParetoTables, result: ParetoResult, *, opt_fraction: float
         "certified_family": int(pt.where(result.certified_index)[0]) if result.certified else None,
         "certified_cost": float(result.certified_cost) if result.certified else None,
     }
-
-
-def front_rows(pt: ParetoTables, result: ParetoResult) -> list[dict[str, Any]]:
-    """Every configuration on the front, in testing order: its family, λ, cost, optimisation-part
-    risks and p-value, testing-part p-value, and whether it is in the certified prefix."""
-    rows = []
-    for pos, c in enumerate(result.order):
-        k, g = pt.where(c)
-        where = int(np.flatnonzero(result.front == c)[0])
-        rows.append({"order": pos, "config": int(c), "knob": pt.specs[k].label, "lambda": float(pt.lambdas[g]),
-                     "cost": float(pt.costs[c]),
-                     **{f"risk_opt[{r.name}]": float(result.front_risks[i, where]) for i, r in enumerate(pt.risks)},
-                     "p_opt": float(result.opt_pvalues[pos]), "p_test": float(result.test_pvalues[pos]),
-                     "certified": bool(result.rejected[pos])})
-    return rows
 
 
 def certify_pareto_from_tables(
@@ -333,11 +320,6 @@ def _mean_form(spec: RiskSpec, losses: np.ndarray, dense: np.ndarray | None) -> 
     return losses
 
 
-__all__ = [
-    "OBJECTIVES", "ParetoTables", "certify_pareto", "certify_pareto_from_tables", "family_costs", "front_rows",
-    "front_figure", "iid_validate_pareto", "knob_tables", "pareto_record", "pareto_tables", "run_pareto",
-    "single_family_costs", "write_front",
-]
 
 
 def front_figure(pt: ParetoTables, result: Any, out_dir: Any) -> list[str]:
@@ -386,13 +368,20 @@ def _front_plot(pt: ParetoTables, result: Any) -> Any:
     return build()
 
 
-def write_front(pt: ParetoTables, result: Any, path: Any) -> str:
-    """``pareto_front.csv``: the front in testing order (:func:`front_rows`)."""
+def write_front(result: Any, path: Any) -> str:
+    """``pareto_front.csv``: the front in testing order (``CertifiedPruning.front``)."""
     import csv
 
-    rows = front_rows(pt, result.pareto)
+    rows = result.front()
     with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["order"])
         w.writeheader()
         w.writerows(rows)
     return str(path)
+
+
+__all__ = [
+    "OBJECTIVES", "ParetoTables", "certify_pareto", "certify_pareto_from_tables", "family_costs",
+    "front_figure", "iid_validate_pareto", "knob_tables", "pareto_record", "pareto_tables", "run_pareto",
+    "single_family_costs", "write_front",
+]

@@ -204,7 +204,7 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
     if cfg.export:
         files.update(result.save(out))
     if sweep.pareto is not None:
-        files["front"] = write_front(sweep.pareto, result, out / "pareto_front.csv")
+        files["front"] = write_front(result, out / "pareto_front.csv")
     figures: dict[str, str] = {}
     if cfg.figures:
         with timer("figures"):

@@ -712,6 +712,10 @@ def _rerun_pareto(cert: Mapping[str, Any], pt: Any, report: VerificationReport) 
         same = len(rec[key]) == got.size and bool(np.allclose(got, rec[key], rtol=1e-12, atol=0))
         report.add(f"pareto.{key}", same, f"{got.size} p-values recomputed on the "
                    f"{'optimisation' if key == 'opt_pvalues' else 'testing'} part")
+    got = np.asarray(result.front_risks, dtype=np.float64)
+    same = np.shape(rec.get("front_risks_opt")) == got.shape and bool(np.allclose(got, rec["front_risks_opt"],
+                                                                                    rtol=1e-12, atol=0))
+    report.add("pareto.front_risks_opt", same, f"{got.size} optimisation-part risk estimates recomputed")
     report.expect("pareto.rejected", rec["rejected"], [bool(r) for r in result.rejected])
     report.expect("pareto.certified_config", rec["certified_config"], int(result.certified_index))
     return result
