@@ -322,17 +322,19 @@ def _mean_form(spec: RiskSpec, losses: np.ndarray, dense: np.ndarray | None) -> 
 
 
 
-def front_figure(pt: ParetoTables, result: Any, out_dir: Any) -> list[str]:
-    """Risk vs cost of every configuration (pool risk of the first risk, one colour per family),
-    the optimisation-part Pareto front in testing order, and the certified configuration."""
+def front_figure(pt: ParetoTables, result: Any, out_dir: Any, what: str = "") -> list[str]:
+    """Risk vs cost of every configuration (pool risk of the first risk, one colour per family,
+    int8 families dashed with hollow markers so that a float twin never hides them), the
+    optimisation-part Pareto front with its first testing positions, and the certified
+    configuration. ``what``: the model and data, for the title."""
     from pathlib import Path
 
     from .figures import save_figure
 
-    return save_figure(_front_plot(pt, result), Path(out_dir), "pareto_front")
+    return save_figure(_front_plot(pt, result, what), Path(out_dir), "pareto_front")
 
 
-def _front_plot(pt: ParetoTables, result: Any) -> Any:
+def _front_plot(pt: ParetoTables, result: Any, what: str) -> Any:
     from matplotlib.figure import Figure
 
     from .figures import styled
@@ -344,14 +346,18 @@ def _front_plot(pt: ParetoTables, result: Any) -> Any:
         fig = Figure(figsize=(5.2, 3.4), layout="constrained")
         ax = fig.add_subplot()
         for k, spec in enumerate(pt.specs):
-            ax.plot(pt.costs[k * g:(k + 1) * g], risk[k * g:(k + 1) * g], marker=".", ms=3, lw=0.8, label=spec.label)
+            ax.plot(pt.costs[k * g:(k + 1) * g], risk[k * g:(k + 1) * g], marker="o" if spec.quantize else ".",
+                    ms=4 if spec.quantize else 3, mfc="none" if spec.quantize else None, color=f"C{k}",
+                    ls="--" if spec.quantize else "-", lw=0.8, label=spec.label)
         front = np.asarray(rec["order"], dtype=np.int64)
-        ax.plot(pt.costs[front], risk[front], "o", mfc="none", mec="k", ms=6, lw=0, label="Pareto front (testing order)")
-        for pos, c in enumerate(front[:12]):
-            ax.annotate(str(pos + 1), (pt.costs[c], risk[c]), fontsize=6, xytext=(3, -7), textcoords="offset points")
+        ax.plot(pt.costs[front], risk[front], "s", mfc="none", mec="k", ms=7, lw=0,
+                label="Pareto front (numbers: testing order)")
+        for pos, c in enumerate(front[:6]):  # the first positions; later ones crowd the same corner
+            ax.annotate(str(pos + 1), (pt.costs[c], risk[c]), fontsize=6,
+                        xytext=(4, -9 if pos % 2 else 4), textcoords="offset points")
         if result.certified:
             c = rec["certified_config"]
-            ax.plot([pt.costs[c]], [risk[c]], "*", color="C3", ms=13,
+            ax.plot([pt.costs[c]], [risk[c]], "*", color="gold", mec="k", mew=0.8, ms=14, zorder=5,
                     label=f"certified: {rec['labels'][rec['certified_family']]}, λ={result.lambda_hat:g}")
         shifted = " (drop, shifted to (1+α)/2)" if pt.risks[0].loss == DROP else ""
         ax.axhline(alpha, color="C3", ls="--", lw=1, label=f"α = {alpha:g}{shifted}")
@@ -360,8 +366,8 @@ def _front_plot(pt: ParetoTables, result: Any) -> Any:
         ax.set_xlabel(f"cost: {pt.objective}{units}")
         ax.set_ylabel(f"pool risk ({pt.risks[0].name})")
         ax.set_ylim(0, min(1.0, max(3 * alpha, 0.05)))
-        ax.set_title(f"Pareto testing over {len(pt.specs)} families × {g} λ (δ = {result.calibration.delta:g}; "
-                     f"{' and '.join(r.name for r in pt.risks)})")
+        ax.set_title(f"{what + ': ' if what else ''}Pareto testing over {len(pt.specs)} families × {g} λ\n"
+                     f"δ = {result.calibration.delta:g}; {' and '.join(r.name for r in pt.risks)}")
         ax.legend(frameon=False, fontsize=6.5)
         return fig
 

@@ -499,7 +499,8 @@ def draw_figures(
 
     drawn_files: dict[str, str] = {}
     if sweep.pareto is not None:
-        drawn_files["pareto_front"] = front_figure(sweep.pareto, result, fig_dir)[0]
+        what = f"{cfg.model['name']} on {cfg.dataset['name']}{' (synthetic)' if data.synthetic else ''}"
+        drawn_files["pareto_front"] = front_figure(sweep.pareto, result, fig_dir, what)[0]
     family, table, lam_hat = result.family, result.loss_table, result.lambda_hat
     cal = result.calibration
     label = figures.RunLabel(

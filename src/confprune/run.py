@@ -186,8 +186,9 @@ def _report(s: RunSummary) -> None:
     lam = s.lambda_hat.deploy
     deployed = ("nothing certified" if lam is None
                 else f"deployed lambda_hat={lam:.2f} (pool sparsity {s.sparsity_hat.deploy:.3f})")
+    unit = "draws" if s.fwer == "pareto_testing" else "splits"
     if s.certified_fraction == 0:
-        coverage = f"no split certified anything ({s.n_splits} splits): no claim to check"
+        coverage = f"no {unit[:-1]} certified anything ({s.n_splits} {unit}): no claim to check"
     else:
         # The exact check first: i.i.d. draws scored against the pool risk are what the guarantee
         # bounds; the paper's split coverage is noisy and can sit below 1 − δ for a valid rule.
@@ -201,9 +202,9 @@ def _report(s: RunSummary) -> None:
                     f"{s.certified_fraction:.1%} of {'draws' if pareto else 'splits'} certified")
     dense = ", ".join(f"{k} {v:.4f}" for k, v in s.dense.items()) or "no metrics"
     if s.cost.get("certified_cost") is not None:  # Pareto testing, against each family certified alone
-        best = s.cost.get("best_single_family")
-        deployed += (f"; {s.cost['objective']} {s.cost['certified_cost']:.4g} (each family alone at best: "
-                     + (f"{best:.4g})" if best is not None else "nothing certified)"))
+        best, unit = s.cost.get("best_single_family"), {"latency": " s per batch", "bytes": " B"}.get(s.cost["objective"], "")
+        deployed += (f"; {s.cost['objective']} {s.cost['certified_cost']:.4g}{unit} (each family alone at best: "
+                     + (f"{best:.4g}{unit})" if best is not None else "nothing certified)"))
     log.info("%s | loss %s | criterion %s/%s (%s) | bound %s, fwer %s | alpha=%g delta=%g | %s | %s | %s | dense %s",
              s.experiment, s.loss, s.criterion, s.scope, s.structure, s.bound, s.fwer, s.alpha, s.delta, deployed,
              coverage, _cost_text(s), dense)
