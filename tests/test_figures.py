@@ -370,6 +370,13 @@ def sweep(tmp_path_factory) -> Path:
     return root
 
 
+def test_collect_from_a_relative_directory_records_absolute_job_dirs(sweep, monkeypatch):
+    # the notebook reads job_dir from another working directory (it crashed on relative ones)
+    monkeypatch.chdir(sweep.parent)
+    table = figures.collect(sweep.name)
+    assert all(Path(d).is_absolute() and Path(d).is_dir() for d in table["job_dir"])
+
+
 def test_collect_adds_the_honest_sparsity_from_splits_csv(sweep):
     table = figures.collect(sweep)
     low = table[

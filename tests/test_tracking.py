@@ -456,3 +456,18 @@ def _check_split_redraw(run_dir: Path) -> None:
     # Tolerance: both sides are means of the same 0/1 losses in float64; only summation order differs.
     np.testing.assert_allclose(risk_at_lambda_hat(seed), splits["cal_risk"][certified], rtol=0, atol=1e-12)
     assert not np.allclose(risk_at_lambda_hat(seed + 1), splits["cal_risk"][certified], rtol=0, atol=1e-12)
+
+
+def test_a_latency_ratio_is_printed_only_outside_the_measured_spread():
+    from confprune.run import _latency_ratio
+
+    def summary(dense, deploy):
+        base = _summary().cost
+        lat = lambda m, lo, hi: {"batch_1": {"median_s": m, "p10_s": lo, "p90_s": hi}}  # noqa: E731
+        return _summary(cost={**base, "dense": {**base["dense"], "latency": lat(*dense)},
+                              "deploy": {**base["deploy"], "latency": lat(*deploy)}})
+
+    # polyp's "14.4 -> 7.87 ms" inside the whiskers: no speed-up is claimed
+    assert "no difference" in _latency_ratio(summary((14.4e-3, 6e-3, 20e-3), (7.87e-3, 6.5e-3, 15e-3)), 1)
+    assert "2.00x faster" in _latency_ratio(summary((2e-3, 1.9e-3, 2.2e-3), (1e-3, 0.9e-3, 1.1e-3)), 1)
+    assert _latency_ratio(_summary(), 1) == ""  # no spread recorded: nothing said

@@ -221,8 +221,23 @@ def _cost_text(s: RunSummary) -> str:
             f"({cost.macs_reduction:.2f}x fewer)")
     if cost.dense_latency_s is not None and cost.deploy_latency_s is not None:
         text += (f", latency b{cost.latency_batch} {1e3 * cost.dense_latency_s:.3g} -> "
-                 f"{1e3 * cost.deploy_latency_s:.3g} ms")
+                 f"{1e3 * cost.deploy_latency_s:.3g} ms {_latency_ratio(s, cost.latency_batch)}")
     return text
+
+
+def _latency_ratio(s: RunSummary, batch: int | None) -> str:
+    """The speed ratio at ``batch``, only when the two 10–90% spreads do not overlap: otherwise
+    the measured difference is noise on this machine, and the text says so."""
+    try:
+        dense = s.cost["dense"]["latency"][f"batch_{batch}"]
+        deploy = s.cost["deploy"]["latency"][f"batch_{batch}"]
+        lo_d, hi_d, lo_p, hi_p = dense["p10_s"], dense["p90_s"], deploy["p10_s"], deploy["p90_s"]
+    except (KeyError, TypeError):
+        return ""
+    if hi_p < lo_d or hi_d < lo_p:
+        ratio = dense["median_s"] / deploy["median_s"]
+        return f"({ratio:.2f}x {'faster' if ratio > 1 else 'as fast'}, outside the 10-90% spread)"
+    return "(within the measured 10-90% spread: no difference shown)"
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -71,7 +71,7 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
     from ..record import SUMMARY, read_summary
 
     rows = []
-    for summary_path in sorted(Path(sweep_dir).rglob(SUMMARY)):
+    for summary_path in sorted(Path(sweep_dir).resolve().rglob(SUMMARY)):  # absolute: job_dir works from anywhere
         s = read_summary(summary_path)
         rows.append(
             {
