@@ -117,3 +117,21 @@ def test_a_missing_extra_is_named_before_any_work(compose, monkeypatch, override
     with pytest.raises(ConfigError) as err:
         check_config(cfg)
     assert err.value.key == key and f'confprune[{extra}]' in str(err.value), str(err.value)
+
+
+def test_every_entry_point_has_the_same_defaults(compose):
+    import inspect
+
+    import confprune
+    from confprune.defaults import DEFAULT_ALPHA, DEFAULT_DELTA
+    from confprune.multiknob import certify_pareto
+    from confprune.pruning import FamilySpec
+
+    _, cfg = compose([])
+    assert (cfg.calibration.alpha, cfg.calibration.delta) == (DEFAULT_ALPHA, DEFAULT_DELTA)  # the YAML
+    api = inspect.signature(confprune.certify).parameters
+    assert (api["alpha"].default, api["delta"].default) == (DEFAULT_ALPHA, DEFAULT_DELTA)
+    assert inspect.signature(certify_pareto).parameters["delta"].default == DEFAULT_DELTA
+    assert (api["include_bias"].default, api["include_norm"].default) == (FamilySpec.include_bias,
+                                                                          FamilySpec.include_norm)
+    assert cfg.pruning["include_norm"] == FamilySpec.include_norm  # conf/pruning/magnitude.yaml

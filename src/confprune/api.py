@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .calibrate import seeded_order
+from .defaults import DEFAULT_ALPHA, DEFAULT_DELTA
 from .errors import OptionError
 from .export import build_certificate, save_export
 from .forward import as_batches
@@ -305,8 +306,8 @@ def certify(
     calibration_data: Any,
     *,
     loss: LossLike = "label_01",
-    alpha: float = 0.05,
-    delta: float = 0.1,
+    alpha: float = DEFAULT_ALPHA,
+    delta: float = DEFAULT_DELTA,
     bound: str = "auto",
     fwer: str | FwerProcedure = "fixed_sequence",
     criterion: str = "magnitude",
@@ -336,7 +337,8 @@ def certify(
     loss : ``"label_01"``, ``"disagreement"`` (no labels needed), ``"selective"``, ``"tv_distance"``,
         a :class:`~confprune.losses.Loss` with options (``make_loss("selective", tau=0.8)``), or a
         callable ``(dense_out, pruned_out, target) -> (N,)`` tensor in [0, 1].
-    alpha, delta : risk level and error budget: P(risk(λ̂) ≤ alpha) ≥ 1 − delta.
+    alpha, delta : risk level and error budget: P(risk(λ̂) ≤ alpha) ≥ 1 − delta (defaults: the paper's
+        α = 0.03, δ = 0.05, as the Hydra config; :mod:`confprune.defaults`).
     bound : ``"auto"`` (binomial for binary losses, else Hoeffding–Bentkus), or one of
         binomial, hoeffding, bentkus, hb, wsr.
     fwer : a name — fixed_sequence (default), bonferroni, holm, multistart — or a procedure

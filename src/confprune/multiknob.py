@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .defaults import DEFAULT_DELTA
 from .errors import OptionError
 from .pruning import FamilySpec
 from .stats.ltt import Calibration
@@ -247,7 +248,7 @@ def certify_pareto(
     *,
     knobs: Sequence[FamilySpec],
     risks: Sequence[RiskSpec],
-    delta: float = 0.1,
+    delta: float = DEFAULT_DELTA,
     lambdas: Sequence[float] = tuple(round(0.05 * i, 2) for i in range(20)),
     objective: str = "macs",
     opt_fraction: float = 0.5,

@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from .defaults import DEFAULT_ALPHA, DEFAULT_DELTA
 from .errors import ConfigError, OptionError
 from .options import check_options, options_of  # noqa: F401  (re-exported: the config check's helpers)
 
@@ -35,8 +36,8 @@ class GridConfig:
 
 @dataclass
 class CalibrationConfig:
-    alpha: float = 0.03
-    delta: float = 0.05
+    alpha: float = DEFAULT_ALPHA
+    delta: float = DEFAULT_DELTA
     n_cal: int = 9000
     n_test: int = 1000
     n_splits: int = 1000

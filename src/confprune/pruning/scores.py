@@ -110,9 +110,9 @@ def mu_scores(
 
     if not ctx.trajectory:
         raise ValueError(
-            "pruning.criterion=mu needs the weight-trajectory statistics of training, and this checkpoint "
-            "has none: retrain with trainer.trajectory.enabled=true (pruning=mu turns it on; the model "
-            "is then trained once more and cached separately)"
+            "criterion='mu' needs the weight-trajectory statistics of training (trajectory=...: the state "
+            "of a confprune.pruning.trajectory.WelfordTracker updated after every optimizer step), and none "
+            "were given"
         )
     if sigma not in ("weights", "updates"):
         raise OptionError("sigma", sigma, "weights, updates")
@@ -208,7 +208,7 @@ def sipp_scores(
         if pname != "weight" or not isinstance(modules.get(mod_name), (nn.Linear, nn.Conv2d)):
             raise ValueError(
                 f"SiPP defines sensitivities for Linear/Conv2d weights only, not {name!r}: "
-                "use pruning.include_bias=false and pruning.include_norm=false"
+                "use include_bias=False and include_norm=False"
             )
     inputs = layer_inputs(model, ctx.training_batch(batch_size or sipp_batch_size(model)))
     scores: dict[str, torch.Tensor] = {}

@@ -122,7 +122,7 @@ def dependency_groups(
         import torch_pruning as tp
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "pruning.structure=channel needs torch-pruning (pip install torch-pruning); "
+            "structure='channel' needs torch-pruning (pip install \"confprune[channel]\"); "
             "it is used for the dependency analysis only"
         ) from err
     traced = copy.deepcopy(model).eval()
