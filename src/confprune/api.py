@@ -433,4 +433,4 @@ def certified_cost(model: nn.Module, family: Family, lam: float | None, example:
     deploy = None
     if lam is not None:
         deploy = {**costs.model_cost(model, family, lam, x), "latency": costs.latency_at(model, family, lam, x, batches)}
-    return {"dense": dense, "deploy": deploy, "machine": costs.machine(), "conventions": costs.COST_CONVENTIONS}
+    return costs.cost_block(dense, deploy, costs.machine())

@@ -267,6 +267,38 @@ def latency_at(model: nn.Module, family: Any, lam: float | None, example: torch.
     return out
 
 
+#: the cost block of a certificate (every producer assembles it with :func:`cost_block`)
+CERTIFICATE_COST_KEYS = ("dense", "deploy", "machine", "conventions")
+
+
+def cost_block(dense: Mapping[str, Any], deploy: Mapping[str, Any] | None,
+               machine_info: Mapping[str, Any]) -> dict[str, Any]:
+    """A certificate's cost block: the dense and the certified model's costs (None: nothing
+    certified), where they were measured, and the conventions."""
+    return {"dense": dict(dense), "deploy": dict(deploy) if deploy is not None else None,
+            "machine": dict(machine_info), "conventions": COST_CONVENTIONS}
+
+
+def cached_cost(cache_dir: str | os.PathLike[str], kind: str, model_checksum: str, family_config: Mapping[str, Any],
+                example: torch.Tensor, payload: Mapping[str, Any], compute: Any) -> Any:
+    """A cost curve or a latency measurement from the cache, or computed and cached as JSON. The
+    key: the kind, the weights, the family's spec and what families compute, the input shape, the
+    forward layout, and ``payload`` (λs; batches, machine and threads for latency)."""
+    import json
+    from pathlib import Path
+
+    from .cache import cached
+    from .forward import LAYOUT_VERSION
+    from .integrity import content_key
+    from .pruning import FAMILY_FORMAT
+
+    key = content_key({"kind": kind, "model_checksum": model_checksum, "family": dict(family_config),
+                       "family_format": FAMILY_FORMAT, "input": list(example.shape[1:]), "layout": LAYOUT_VERSION,
+                       **dict(payload)})
+    return cached(Path(cache_dir) / "costs" / f"{key}.json", lambda p: json.loads(p.read_text())["value"],
+                  compute, lambda v, tmp: Path(tmp).write_text(json.dumps({"key": key, "value": v})), kind)[0]
+
+
 def machine() -> dict[str, Any]:
     """Where latencies were measured (they hold for this machine only)."""
     import platform

@@ -11,7 +11,6 @@ run draws figures.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -25,12 +24,11 @@ import torch
 from torch import nn
 
 from .api import CertifiedPruning, certify_from_table
-from .cache import cached
 from .calibrate import FixedSequenceStop, deployment_indices
+from .cost import CERTIFICATE_COST_KEYS
 from .data import TaskData, load_dataset
 from .errors import ConfigError
-from .forward import LAYOUT_VERSION, tune_allocator
-from .integrity import content_key
+from .forward import tune_allocator
 from .losses import Loss, make_loss
 from .multiknob import (
     ParetoTables,
@@ -39,7 +37,7 @@ from .multiknob import (
     pareto_tables,
     write_front,
 )
-from .pruning import FAMILY_FORMAT, Family, FamilySpec
+from .pruning import Family, FamilySpec
 from .record import (
     Deployment,
     GridInfo,
@@ -61,7 +59,7 @@ from .stats import (
     make_fwer,
 )
 from .stats.risks import RiskSpec, iid_validate_risks, validate_risks
-from .sweep import LossTable, cached_loss_tables, compute_loss_tables
+from .sweep import LossTable, cached_loss_tables, compute_loss_tables, loss_table_payload
 from .train import cached_dense_metrics, train_or_load
 
 log = logging.getLogger("confprune")
@@ -197,7 +195,7 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
     def cost_of(family: Family, table: LossTable, lam: float | None) -> dict[str, Any]:
         with timer("cost"):
             profile.update(cost_profile(cfg, dense, family, table, lam, data))
-        return {k: profile[k] for k in ("dense", "deploy", "machine", "conventions")}
+        return {k: profile[k] for k in CERTIFICATE_COST_KEYS}
 
     result = deployment_certificate(cfg, dense, sweep, data, draws, cost_of)
     cost = profile
@@ -317,18 +315,9 @@ def loss_table(
         return sweep([loss], stop)[0], False
     losses = [loss, *(companion_losses(loss, data.task) if cfg.sweep.share_losses else [])]
 
-    def payload(one: Loss) -> dict[str, Any]:
-        return {
-            "model_checksum": dense.checksum,
-            "pool": data.pool_fingerprint(),
-            "loss": {"name": one.name, **one.params},
-            "pruning": spec.config,
-            "family_format": FAMILY_FORMAT,
-            "grid": [float(x) for x in grid],
-            "device": torch.device(cfg.sweep.device).type,
-        }
-
-    return cached_loss_tables(cfg.paths.cache_dir, [payload(one) for one in losses],
+    device = torch.device(cfg.sweep.device).type
+    return cached_loss_tables(cfg.paths.cache_dir, [loss_table_payload(dense.checksum, data.pool_fingerprint(), one,
+                                                                       spec.config, grid, device) for one in losses],
                               lambda wanted: sweep([losses[i] for i in wanted]))
 
 
@@ -452,17 +441,12 @@ def cost_profile(
     from . import cost as costs
 
     example = torch.zeros_like(data.pool_inputs[:1])
-    fam = dict(family.config)
 
     def json_cached(kind: str, payload: dict[str, Any], compute: Any) -> Any:
-        key = content_key({"kind": kind, **payload})
-        return cached(Path(cfg.paths.cache_dir) / "costs" / f"{key}.json", lambda p: json.loads(p.read_text())["value"],
-                      compute, lambda v, tmp: Path(tmp).write_text(json.dumps({"key": key, "value": v})), kind)[0]
+        return costs.cached_cost(cfg.paths.cache_dir, kind, dense.checksum, family.config, example, payload, compute)
 
-    base = {"model_checksum": dense.checksum, "family": fam, "family_format": FAMILY_FORMAT,
-            "input": list(example.shape[1:])}
     lambdas = [float(x) for x in table.lambdas]
-    curve = json_cached("cost_curve", {**base, "lambdas": lambdas},
+    curve = json_cached("cost_curve", {"lambdas": lambdas},
                         lambda: costs.cost_curve(dense.model, family, lambdas, example))
     dense_cost = costs.model_cost(dense.model, family, None, example)
     deploy = costs.model_cost(dense.model, family, lam_hat, example) if lam_hat is not None else None
@@ -475,16 +459,15 @@ def cost_profile(
         points: list[float | None] = [None, *([lam_hat] if lam_hat is not None else []),
                                       *(lambdas[i] for i in sorted(set(picks)))]
         for lam in dict.fromkeys(points):  # the dense model, λ̂, grid points; each once
-            measured = json_cached("latency", {**base, "lambda": lam, "batches": batches, "machine": machine,
-                                               "threads": 1, "method": "one intra-op thread, channels_last",
-                                               "layout": LAYOUT_VERSION},
+            measured = json_cached("latency", {"lambda": lam, "batches": batches, "machine": machine,
+                                               "threads": 1, "method": "one intra-op thread, channels_last"},
                                    lambda lam=lam: costs.latency_at(dense.model, family, lam, example, batches))
             latency.append({"lambda": lam, **measured})
         dense_cost["latency"] = latency[0]
         if deploy is not None:
             deploy["latency"] = latency[1]
-    return {"dense": dense_cost, "deploy": deploy, "curve": curve, "latency": latency, "machine": machine,
-            "kind": family.cost_kind, "conventions": costs.COST_CONVENTIONS}
+    return {**costs.cost_block(dense_cost, deploy, machine), "curve": curve, "latency": latency,
+            "kind": family.cost_kind}
 
 
 def draw_figures(

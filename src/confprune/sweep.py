@@ -140,6 +140,18 @@ def check_outputs(out: Any, what: str, batch: int) -> torch.Tensor:
     return out
 
 
+def loss_table_payload(model_checksum: str, pool_fingerprint: str, loss: Loss, family_config: Mapping[str, Any],
+                       grid: Sequence[float], device: str) -> dict[str, Any]:
+    """Everything that determines a loss table, the cache key's content (with the layout and
+    table format :func:`cached_loss_tables` adds): the weights, the pool, the loss and its options,
+    the family's spec and what families compute (``FAMILY_FORMAT``), the grid, the device type."""
+    from .pruning import FAMILY_FORMAT
+
+    return {"model_checksum": model_checksum, "pool": pool_fingerprint, "loss": {"name": loss.name, **loss.params},
+            "pruning": dict(family_config), "family_format": FAMILY_FORMAT, "grid": [float(x) for x in grid],
+            "device": device}
+
+
 def cached_loss_tables(
     cache_dir: str | Path, payloads: Sequence[Mapping[str, Any]], compute: Callable[[list[int]], list[LossTable]]
 ) -> tuple[LossTable, bool]:
