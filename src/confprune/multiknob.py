@@ -339,12 +339,13 @@ def _front_plot(pt: ParetoTables, result: Any, what: str) -> Any:
     from matplotlib.figure import Figure
 
     from .figures import styled
+    from .figures.style import _legend_below
 
     @styled
     def build() -> Figure:
         risk = pt.losses[0].mean(axis=1)  # (C,) in mean form
         alpha, g, rec = pt.alphas[0], pt.lambdas.size, result.certificate["pareto"]
-        fig = Figure(figsize=(5.2, 3.4), layout="constrained")
+        fig = Figure(figsize=(5.6, 4.4), layout="constrained")
         ax = fig.add_subplot()
         for k, spec in enumerate(pt.specs):
             ax.plot(pt.costs[k * g:(k + 1) * g], risk[k * g:(k + 1) * g], marker="o" if spec.quantize else ".",
@@ -369,7 +370,7 @@ def _front_plot(pt: ParetoTables, result: Any, what: str) -> Any:
         ax.set_ylim(0, min(1.0, max(3 * alpha, 0.05)))
         ax.set_title(f"{what + ': ' if what else ''}Pareto testing over {len(pt.specs)} families × {g} λ\n"
                      f"δ = {result.calibration.delta:g}; {' and '.join(r.name for r in pt.risks)}")
-        ax.legend(frameon=False, fontsize=6.5)
+        _legend_below(fig, ax, ncol=2)  # below the axes: the families' curves fill the plot
         return fig
 
     return build()
