@@ -154,3 +154,21 @@ def test_knobs_take_pruning_fields_as_defaults(compose):
     _, cfg = compose(["experiment=pareto_mnist", "fwer=holm"])
     with pytest.raises(ConfigError, match="fwer.name"):
         check_config(cfg)
+
+
+def test_a_single_int8_family_certificate_verifies(cnn):
+    # a knob field (quantize) works for one family too: certified, exported, rebuilt by verify
+    import confprune
+    from confprune.api import certify_from_table
+    from confprune.losses import make_loss
+    from confprune.sweep import compute_loss_table
+
+    model, _, x = cnn
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    family = FamilySpec("magnitude", quantize=True).build(model, example_inputs=x[:2])
+    table = compute_loss_table(model, family, [0.0, 0.1, 0.2], (x, y), make_loss("label_01"), progress=False)
+    res = certify_from_table(model, family, table, make_loss("label_01"), alpha=0.5, delta=0.5)
+    assert res.certified and res.certificate["pruning"]["config"]["quantize"] is True
+    report = confprune.verify_certificate(res.certificate, res.pruned_state, model, (x, y))
+    assert report.ok, str(report)

@@ -223,12 +223,13 @@ def _check_order(cert: Mapping[str, Any], draw: Mapping[str, Any], idx: np.ndarr
 
 def _rebuild_family(cert: Mapping[str, Any], model: nn.Module, report: VerificationReport, *, score_inputs: Any,
                     train_inputs: Any, trajectory: Mapping[str, torch.Tensor] | None, example: torch.Tensor) -> Any:
-    from .pruning import build_family
+    from .pruning import FamilySpec
 
     rec = cert["pruning"]
-    try:
-        family = build_family(model, **rec["config"], trajectory=trajectory, score_inputs=score_inputs,
-                              train_inputs=train_inputs, example_inputs=torch.zeros_like(example[:2]))
+    try:  # the spec rebuilds every family, the int8 wrapper included
+        family = FamilySpec.from_config(rec["config"], group="pruning.config").build(
+            model, trajectory=trajectory, score_inputs=score_inputs, train_inputs=train_inputs,
+            example_inputs=torch.zeros_like(example[:2]))
     except (ValueError, TypeError, KeyError) as err:
         report.add("pruning family", False, f"cannot rebuild it from {rec.get('config')}: {err}")
         return None
