@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 TORCH_INDEX ?=
 PIP_INSTALL := $(PY) -m pip install --quiet -c constraints.txt
 
-.PHONY: install run test lint bench constraints clean
+.PHONY: install run test lint bench reproduce constraints clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_ltt.py
+
+# Regenerate the published numbers and diff them against the committed ones (exit 0 only when
+# every number matches). QUICK=1: the headline runs only (the Quick tour's first row and the
+# smoke run; minutes); without: also every table of experiments/results (experiments/all.sh).
+QUICK ?=
+reproduce: $(STAMP)
+	$(PY) experiments/reproduce.py $(if $(QUICK),--quick)
 
 # Re-pin after a deliberate upgrade of the venv: the header comment stays, the pins become the
 # venv's (minus confprune itself; torch without its local build tag, e.g. +cpu).

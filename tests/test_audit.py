@@ -50,36 +50,48 @@ def shopped_seed(losses: np.ndarray, n_cal: int, alpha: float, delta: float, tri
     raise AssertionError("no shopping seed found: the test's premise does not hold")
 
 
-def test_a_shopped_seed_is_caught_by_the_held_out_points(compose, tmp_path):
+def test_a_shopped_seed_moves_nothing_and_a_shopped_set_is_caught(compose, tmp_path):
     """The audit's reproduction: mnist_smoke, n_cal = 100, α = 0.05. A seed searched for on the
-    cached table certifies a λ whose pool risk is far above α; the calibration is internally
-    consistent (every p-value re-derives), but the 1900 points outside the calibration set reject
-    the claim at level 10⁻³, so verify says NOT VERIFIED."""
+    cached table would certify a λ whose pool risk is far above α. Through the runner it buys
+    nothing: ``calibration.split_seed`` seeds only the validation splits, and the deployment draw
+    comes from the commitment, so the shopped run deploys what the honest one does. Handed to the
+    library as the issuer's own set, the shopped points calibrate consistently (every p-value
+    re-derives), but the 1900 points outside them reject the claim at level 10⁻³: NOT VERIFIED."""
+    from confprune.api import certify_from_table
+    from confprune.integrity import fingerprint
     from confprune.pipeline import run
+    from confprune.pruning import FamilySpec
     from confprune.sweep import LossTable
 
     first = tmp_path / "first"
     _, cfg = compose([*SMOKE, "calibration.n_cal=100", "calibration.alpha=0.05"], first)
-    run(cfg, first)
-    losses = LossTable.load(first / "losses.npz").losses
-    seed, j = shopped_seed(losses, 100, 0.05, cfg.calibration.delta)
+    honest = run(cfg, first)
+    table = LossTable.load(first / "losses.npz")
+    seed, j = shopped_seed(table.losses, 100, 0.05, cfg.calibration.delta)
     shop = tmp_path / "shopped"
     _, cfg = compose([*SMOKE, "calibration.n_cal=100", "calibration.alpha=0.05", f"calibration.split_seed={seed}"], shop)
-    s = run(cfg, shop).summary
-    assert s.deploy.certified and s.lambda_hat.deploy == pytest.approx(float(cfg.calibration.lambdas[j])
-                                                                        if cfg.calibration.lambdas else s.lambdas[j])
-    assert s.pool_risk[j] > 0.05 + 0.02  # a false claim
-    report = confprune.verify_certificate(shop / "certificate.json", shop / "pruned_model.pt", _dense(shop),
-                                          _pool(cfg), data_from_registry=True)
+    shopped = run(cfg, shop)
+    assert shopped.certificate["calibration_indices"] == honest.certificate["calibration_indices"]
+    assert shopped.summary.lambda_hat.deploy == honest.summary.lambda_hat.deploy
+    assert shopped.summary.deploy == honest.summary.deploy
+    # The shopped points as an issuer-chosen set, through the library.
+    model, (x, y) = _dense(first), _pool(cfg)
+    family = FamilySpec.from_config(honest.certificate["pruning"]["config"]).build(model)
+    idx = deployment_indices(table.losses.shape[1], 100, seed)
+    res = certify_from_table(model, family, table, make_loss("label_01"), alpha=0.05, delta=cfg.calibration.delta,
+                             calibration_indices=idx,
+                             data_info={"calibration_fingerprint": fingerprint(x, y, np.sort(idx))})
+    assert res.certified and res.lambda_index == j and table.losses[j].mean() > 0.05 + 0.02  # a false claim
+    report = confprune.verify_certificate(res.certificate, res.pruned_state, model, (x, y), data_from_registry=True)
     assert report.status == FAILED
     assert failed(report) == {"holdout test[label_01<=0.05]"}, str(report)  # every other field re-derives
-    # The honest draw of the same run verifies, held-out test included.
+    # The honest run verifies as a plain pass, held-out test included.
     exported = first / "pruned_model.pt"
-    honest = confprune.verify_certificate(first / "certificate.json", exported if exported.exists() else None,
-                                          _dense(first), _pool(cfg), data_from_registry=True)
-    assert honest.status == PLAIN, str(honest)
+    check = confprune.verify_certificate(first / "certificate.json", exported if exported.exists() else None,
+                                         model, (x, y), data_from_registry=True)
+    assert check.status == PLAIN, str(check)
     if exported.exists():
-        assert any(c.name.startswith("holdout test") and c.passed for c in honest.checks)
+        assert any(c.name.startswith("holdout test") and c.passed for c in check.checks)
 
 
 def _dense(run_dir: Path) -> nn.Module:

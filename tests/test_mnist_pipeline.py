@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from confprune.data.mnist import FILES, ensure_mnist, read_idx, write_idx
 from confprune.data.mnist import _check_files as m_check
@@ -90,7 +91,8 @@ def smoke_dir(tmp_path_factory) -> Path:
     """One real CLI run of experiment=mnist_smoke (trains a small CNN; ~15 s)."""
     out = tmp_path_factory.mktemp("smoke_cli")
     proc = subprocess.run(
-        [sys.executable, "-m", "confprune.run", "experiment=mnist_smoke", f"hydra.run.dir={out}"],
+        [sys.executable, "-m", "confprune.run", "experiment=mnist_smoke", "figure_formats=[png,pdf]",
+         f"hydra.run.dir={out}"],
         capture_output=True, text=True, cwd=REPO, env=dict(os.environ), timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -98,8 +100,15 @@ def smoke_dir(tmp_path_factory) -> Path:
 
 
 def test_cli_run_writes_documented_outputs(smoke_dir):
-    for name in ("summary.json", "splits.csv", "losses.npz", "certificate.json", "pruned_model.pt"):
+    for name in ("summary.json", "splits.csv", "losses.npz", "certificate.json", "pruned_model.pt", "config.yaml"):
         assert (smoke_dir / name).is_file(), name
+    conf = yaml.safe_load((smoke_dir / "config.yaml").read_text())  # the resolved config: no interpolation left
+    assert conf["name"] == "mnist_smoke" and "${" not in (smoke_dir / "config.yaml").read_text()
+    assert conf["calibration"]["split_seed"] == 0 and conf["paths"]["output_dir"] == str(smoke_dir)
+    # the sparsity median: over all splits, an uncertified split counting as 0 (one definition)
+    cols = read_splits(smoke_dir)
+    assert read_summary(smoke_dir).sparsity_hat.median == float(np.median(
+        np.where(cols["certified"], np.nan_to_num(cols["sparsity_hat"]), 0.0)))
     for fig in ("risk_vs_lambda", "test_risk_hist", "lambda_hat_hist", "first_layer_heatmap"):
         assert (smoke_dir / "figures" / f"{fig}.png").is_file() and (smoke_dir / "figures" / f"{fig}.pdf").is_file()
     raw = json.loads((smoke_dir / "summary.json").read_text())

@@ -17,6 +17,7 @@ import torch
 
 import confprune
 from confprune.calibrate import deployment_indices
+from confprune.commitment import committed_draw, table_commitment
 from confprune.integrity import fingerprint
 from confprune.models import MnistCNN
 from confprune.multiknob import certify_pareto_from_tables, knob_tables
@@ -43,14 +44,16 @@ def cnn():
 
 @pytest.fixture(scope="module")
 def seeded(cnn):
-    """What the runner issues: Pareto testing on a seeded deployment draw from the pool."""
+    """What the runner issues: Pareto testing on a deployment draw from the pool, its seed (and
+    the optimisation/testing split's) derived from a commitment."""
     model, x, y = cnn
     risks = [RiskSpec("label_01", 0.08), RiskSpec("accuracy_drop", 0.05)]
     pt = knob_tables(model, (x, y), knobs=KNOBS, risks=risks, lambdas=GRID, objective="macs")
-    idx = deployment_indices(len(x), 1000, 5)
+    first = pt.tables[0][risks[0].table]  # the pool's fingerprint and size, the grid
+    draw = committed_draw(table_commitment(model, [s.config for s in KNOBS], first, risks, delta=0.1, n_cal=1000))
+    idx = deployment_indices(len(x), 1000, draw["seed"])
     res = certify_pareto_from_tables(
-        model, pt, idx, delta=0.1, seed=5,
-        calibration_draw={"source": "seeded", "pool_size": len(x), "n_cal": 1000, "seed": 5},
+        model, pt, idx, delta=0.1, seed=draw["seed"], calibration_draw=draw,
         data_info={"calibration_fingerprint": fingerprint(x, y, idx), "dataset": {"name": "mnist"}})
     return res, pt
 

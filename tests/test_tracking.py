@@ -431,13 +431,13 @@ def test_sweep_with_wandb_logger_reads_back(offline_wandb):
 
 
 def _check_split_redraw(run_dir: Path) -> None:
-    """The λ curve re-draws the validation splits (``pipeline.calibration_draws``): each split's
+    """The λ curve re-draws the validation splits (``stats.draw_splits``, seeded by ``calibration.split_seed``): each split's
     calibration risk at its own λ̂ must equal the one the validation wrote to splits.csv, and a
     draw from another seed must not (negative control)."""
     from omegaconf import OmegaConf
 
-    from confprune.pipeline import calibration_draws
     from confprune.record import read_splits
+    from confprune.stats import draw_splits
 
     summary = read_summary(run_dir)
     seed = OmegaConf.load(run_dir / ".hydra" / "config.yaml").calibration.split_seed
@@ -448,9 +448,8 @@ def _check_split_redraw(run_dir: Path) -> None:
     at = np.searchsorted(summary.lambdas, splits["lambda_hat"][certified])  # exact: both are the grid's floats
 
     def risk_at_lambda_hat(split_seed: int) -> np.ndarray:
-        cal = types.SimpleNamespace(n_cal=summary.n_cal, n_test=summary.n_test, n_splits=summary.n_splits,
-                                    split_seed=split_seed)
-        mask = calibration_draws(types.SimpleNamespace(calibration=cal), summary.pool_size).splits.cal_mask[certified]
+        mask = draw_splits(summary.pool_size, summary.n_cal, summary.n_test, summary.n_splits,
+                           split_seed).cal_mask[certified]
         return (losses[at] * mask).sum(1) / mask.sum(1)
 
     # Tolerance: both sides are means of the same 0/1 losses in float64; only summation order differs.

@@ -12,28 +12,32 @@ import torch
 import confprune
 from confprune.api import certify_from_table
 from confprune.calibrate import deployment_indices
+from confprune.commitment import committed_draw, table_commitment
 from confprune.export import claim_text, pruned_state_dict
 from confprune.integrity import fingerprint, state_dict_checksum
 from confprune.losses import make_loss
 from confprune.pruning import build_family
 from confprune.stats import BOUNDS, FWERS, pvalues_from_losses
+from confprune.stats.risks import RiskSpec
 from confprune.sweep import compute_loss_table
 from confprune.verify import ISSUER, PLAIN
 
 GRID = [round(0.05 * i, 2) for i in range(20)]
 
 
-def seeded_certificate(model, x, y, *, fwer="fixed_sequence", bound="binomial", alpha=0.1, n_cal=2000, seed=3):
-    """What the runner issues: a deployment set drawn from the pool with a recorded seed."""
+def seeded_certificate(model, x, y, *, fwer="fixed_sequence", bound="binomial", alpha=0.1, n_cal=2000):
+    """What the runner issues: a deployment set drawn from the pool by the seed a commitment to
+    the model, pool, family, risk and procedure derives (no seed of the issuer's choosing)."""
     family = build_family(model)
     table = compute_loss_table(model, family, GRID, (x, y), make_loss("label_01"), batch_size=500, progress=False)
-    idx = deployment_indices(len(x), n_cal, seed)
-    # A seeded draw must name a registered dataset, whose pool the CLI loads itself; this small
+    draw = committed_draw(table_commitment(model, [family.config], table, [RiskSpec("label_01", alpha, bound)],
+                                           delta=0.1, fwer=fwer, n_cal=n_cal))
+    idx = deployment_indices(len(x), n_cal, draw["seed"])
+    # A drawn set must name a registered dataset, whose pool the CLI loads itself; this small
     # stand-in pool is vouched for by the tests' verifier (data_from_registry=True) where a plain
     # pass is expected.
     res = certify_from_table(model, family, table, make_loss("label_01"), alpha=alpha, delta=0.1, bound=bound,
-                             fwer=fwer, calibration_indices=idx,
-                             calibration_draw={"source": "seeded", "pool_size": len(x), "n_cal": n_cal, "seed": seed},
+                             fwer=fwer, calibration_indices=idx, calibration_draw=draw,
                              data_info={"calibration_fingerprint": fingerprint(x, y, idx), "dataset": {"name": "mnist"}})
     return res, table
 
@@ -60,9 +64,70 @@ def test_a_caller_cannot_declare_its_own_points_seeded(pool):
     model, x, y = pool
     family = build_family(model)
     table = compute_loss_table(model, family, GRID, (x, y), make_loss("label_01"), batch_size=500, progress=False)
-    with pytest.raises(OptionError, match="registered dataset"):
+    # A seed the caller names is refused outright (it could have been searched): issue 25.
+    with pytest.raises(OptionError, match="committed_draw"):
         certify_from_table(model, family, table, make_loss("label_01"), alpha=0.1, delta=0.1,
                            calibration_draw={"source": "seeded", "pool_size": len(x), "n_cal": len(x), "seed": 0})
+    # A committed draw over the caller's own points (no registered dataset named) is refused too.
+    draw = committed_draw(table_commitment(model, [family.config], table, [RiskSpec("label_01", 0.1, "binomial")],
+                                           delta=0.1, n_cal=len(x)))
+    with pytest.raises(OptionError, match="registered dataset"):
+        certify_from_table(model, family, table, make_loss("label_01"), alpha=0.1, delta=0.1, calibration_draw=draw)
+
+
+def test_a_seed_of_the_issuers_choosing_cannot_be_certified(pool):
+    # Issue 25 (seed shopping): the draw's seed is the digest of a commitment to what precedes
+    # calibration. A draw recorded with another seed, or for another claim, is refused at issue
+    # time (the wiring check) and fails verify.
+    model, x, y = pool
+    family = build_family(model)
+    table = compute_loss_table(model, family, GRID, (x, y), make_loss("label_01"), batch_size=500, progress=False)
+    draw = committed_draw(table_commitment(model, [family.config], table, [RiskSpec("label_01", 0.1, "binomial")],
+                                           delta=0.1, n_cal=2000))
+    shopped = {**draw, "seed": 41871}
+    info = {"dataset": {"name": "mnist"}}
+    with pytest.raises(ValueError, match="calibration.digest"):
+        certify_from_table(model, family, table, make_loss("label_01"), alpha=0.1, delta=0.1, data_info=info,
+                           calibration_indices=deployment_indices(len(x), 2000, 41871), calibration_draw=shopped)
+    # The draw committed to α = 0.1 does not serve a claim at α = 0.05.
+    with pytest.raises(ValueError, match="calibration.commitment"):
+        certify_from_table(model, family, table, make_loss("label_01"), alpha=0.05, delta=0.1, data_info=info,
+                           calibration_indices=deployment_indices(len(x), 2000, draw["seed"]), calibration_draw=draw)
+
+
+def test_verify_fails_a_shopped_seed_with_a_recomputed_digest(pool):
+    # The forger edits the seed and the indices, recomputes p-values and everything downstream with
+    # the library's functions: the commitment's digest no longer gives that seed.
+    model, x, y = pool
+    res, table = seeded_certificate(model, x, y)
+    cert = copy.deepcopy(res.certificate)
+    cert["calibration"]["seed"] = 41871
+    idx = deployment_indices(len(x), cert["n_cal"], 41871)
+    cert["calibration_indices"] = idx.tolist()
+    cert["data"]["calibration_fingerprint"] = fingerprint(x, y, idx)
+    report = confprune.verify_certificate(cert, res.pruned_state, model, (x, y), data_from_registry=True)
+    assert not report.ok and "calibration.digest" in failed(report), str(report)
+    # Editing the commitment to another claim (α) breaks its match with the certificate's fields.
+    cert = copy.deepcopy(res.certificate)
+    cert["calibration"]["commitment"]["risks"][0]["alpha"] = 0.2
+    report = confprune.verify_certificate(cert, res.pruned_state, model, (x, y), data_from_registry=True)
+    assert "calibration.commitment" in failed(report), str(report)
+
+
+def test_a_legacy_seeded_certificate_is_not_a_plain_pass(pool):
+    # Certificates from before the commitment name a seed the issuer chose: verify re-derives the
+    # points but the status is not a plain pass (exit 3), and says why.
+    model, x, y = pool
+    family = build_family(model)
+    table = compute_loss_table(model, family, GRID, (x, y), make_loss("label_01"), batch_size=500, progress=False)
+    res = certify_from_table(model, family, table, make_loss("label_01"), alpha=0.1, delta=0.1,
+                             calibration_indices=deployment_indices(len(x), 2000, 3))
+    cert = copy.deepcopy(res.certificate)
+    cert["calibration"] = {"source": "seeded", "pool_size": len(x), "n_cal": 2000, "seed": 3}
+    cert["calibration_indices"] = deployment_indices(len(x), 2000, 3).tolist()
+    cert["data"]["calibration_fingerprint"] = fingerprint(x, y, deployment_indices(len(x), 2000, 3))
+    report = confprune.verify_certificate(cert, res.pruned_state, model, (x, y), data_from_registry=True)
+    assert report.status == ISSUER and "could have been searched" in str(report), str(report)
 
 
 def test_a_seeded_draw_from_data_the_issuer_hands_over_is_not_a_plain_pass(pool):
@@ -132,8 +197,11 @@ def test_forgery_bonferroni_moved_beyond_its_level_fails(pool):
     # A Bonferroni certificate moved to a λ whose p-value passes δ but not δ/G.
     model, x, y = pool
     _, table = seeded_certificate(model, x, y)
-    cal = table.losses[:, deployment_indices(len(x), 2000, 3)]
+    fam_config = build_family(model).config
     for alpha in np.linspace(0.02, 0.6, 59):  # an α at which some λ's p-value lies in (δ/G, δ]
+        draw = committed_draw(table_commitment(model, [fam_config], table, [RiskSpec("label_01", alpha, "binomial")],
+                                               delta=0.1, fwer="bonferroni", n_cal=2000))
+        cal = table.losses[:, deployment_indices(len(x), 2000, draw["seed"])]  # the set that certificate uses
         p = pvalues_from_losses("binomial", cal, alpha, 0.1)
         between = np.flatnonzero((p > 0.1 / len(GRID)) & (p <= 0.1))
         if between.size:

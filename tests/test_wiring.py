@@ -24,8 +24,7 @@ import confprune
 from confprune.api import certify_from_table
 from confprune.losses import make_loss
 from confprune.multiknob import certify_pareto, knob_tables
-from confprune.pruning import FamilySpec
-from confprune.pruning import build_family
+from confprune.pruning import FamilySpec, build_family
 from confprune.stats.risks import RiskSpec
 from confprune.sweep import compute_loss_tables
 from confprune.verify import FAILED, ISSUER

@@ -228,8 +228,9 @@ def certify_from_table(
     return certified_result(
         model, family, table, loss, calibration, cal_idx, calibration_draw=calibration_draw, data_info=data_info,
         model_info=model_info, extra=extra, indices_given=calibration_indices is not None, procedure=procedure,
-        cost_of=cost_of, holdout=holdout, risks=[{**asdict(r), "name": r.name, "p_values": [float(x) for x in per_risk[r.name]]}
-               for r in resolve_risks(arrays, risks, dense)],
+        cost_of=cost_of, holdout=holdout,
+        risks=[{**asdict(r), "name": r.name, "requested_bound": asked.bound, "p_values": [float(x) for x in per_risk[r.name]]}
+               for r, asked in zip(resolve_risks(arrays, risks, dense), risks, strict=True)],
     )
 
 
@@ -269,7 +270,22 @@ def certified_result(
         data=info, model_info={"class": type(model).__name__, **dict(model_info or {})},
         sweep={"batch_size": table.batch_size}, extra=extra, risks=risks,
     )
+    _check_commitment(certificate)
     return CertifiedPruning(calibration, family, model, loss_obj, table, cal_idx, certificate, pruned, module, pareto)
+
+
+def _check_commitment(certificate: Mapping[str, Any]) -> None:
+    """A committed draw must be the one the certificate's own fields commit to: checked before the
+    certificate leaves the issuer, as verify will check it (a wiring slip fails here, not later)."""
+    from .commitment import COMMITTED, check_draw
+
+    if (certificate.get("calibration") or {}).get("source") != COMMITTED:
+        return
+    data = certificate["data"]
+    failed = [f"{name}: {detail}" for name, ok, detail in
+              check_draw(certificate, data["data_fingerprint"], int(data["points"])) if not ok]
+    if failed:
+        raise ValueError("the calibration draw does not match the certificate it would issue: " + "; ".join(failed))
 
 
 def issuer_order(indices: np.ndarray, draw: Mapping[str, Any] | None, data_info: Mapping[str, Any] | None,
@@ -280,23 +296,30 @@ def issuer_order(indices: np.ndarray, draw: Mapping[str, Any] | None, data_info:
     must not see an order the issuer arranged)."""
     _check_seeded_draw(draw, data_info)
     idx = np.asarray(indices, dtype=np.int64)
-    if draw is not None and draw.get("source") == "seeded":
+    if draw is not None:  # a committed draw, in its drawn order
         return idx, dict(draw)
     return seeded_order(idx, order_seed), {**dict(draw or {"source": "issuer"}), "order": "seeded_order",
                                           "order_seed": int(order_seed)}
 
 
 def _check_seeded_draw(draw: Mapping[str, Any] | None, data_info: Mapping[str, Any] | None) -> None:
-    """A "seeded" draw is a claim that the calibration points were drawn by a seed from a pool the
-    verifier can load by itself: only from a registered dataset the certificate names (the Hydra
-    runner's). A caller's own points are an issuer-chosen set, whatever seed it names."""
-    if draw is None or draw.get("source") != "seeded":
+    """A drawn calibration set is a claim that the points were drawn from a pool the verifier can
+    load by itself, by a seed derived from a commitment (:mod:`confprune.commitment`): only from a
+    registered dataset the certificate names (the Hydra runner's). A caller's own points are an
+    issuer-chosen set; a seed the caller names could have been searched after seeing the losses."""
+    if draw is None:
         return
+    from .commitment import COMMITTED
     from .data import DATASETS
 
+    if draw.get("source") != COMMITTED:
+        raise OptionError("calibration_draw", dict(draw), f"None (an issuer-chosen set, put in a seeded order) or a "
+                          f"draw from confprune.commitment.committed_draw (source {COMMITTED!r}); a seed of the "
+                          "caller's choosing could have been searched after seeing the losses")
     name = ((data_info or {}).get("dataset") or {}).get("name")
     if name not in DATASETS:
-        raise OptionError("calibration_draw", dict(draw), "a seeded draw only from a registered dataset named in "
+        raise OptionError("calibration_draw", {k: draw[k] for k in ("source", "pool_size", "n_cal") if k in draw},
+                          "a committed draw only from a registered dataset named in "
                           f"data_info['dataset'] ({', '.join(sorted(DATASETS))}), which verify loads itself; for your "
                           "own points leave calibration_draw=None (an issuer-chosen set, in a seeded order)")
 

@@ -1,7 +1,7 @@
 """The runner's calibration data: the deployment calibration set and the sweep's early-stop rule.
 
-The deployment calibration set is a seeded random subset of the pool, drawn independently of the
-validation splits; its indices (in their random order, which WSR uses) go into the certificate.
+The deployment calibration set is a random subset of the pool, drawn independently of the
+validation splits from the seed a commitment derives (:mod:`confprune.commitment`); its indices (in their random order, which WSR uses) go into the certificate.
 The certified λ̂ itself comes from :func:`confprune.stats.calibrate` via :func:`confprune.certify_from_table`.
 """
 

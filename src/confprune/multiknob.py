@@ -323,7 +323,8 @@ def _mean_form(spec: RiskSpec, losses: np.ndarray, dense: np.ndarray | None) -> 
 
 
 
-def front_figure(pt: ParetoTables, result: Any, out_dir: Any, what: str = "") -> list[str]:
+def front_figure(pt: ParetoTables, result: Any, out_dir: Any, what: str = "",
+                 formats: tuple[str, ...] | list[str] = ("png", "pdf")) -> list[str]:
     """Risk vs cost of every configuration (pool risk of the first risk, one colour per family,
     int8 families dashed with hollow markers so that a float twin never hides them), the
     optimisation-part Pareto front with its first testing positions, and the certified
@@ -332,7 +333,7 @@ def front_figure(pt: ParetoTables, result: Any, out_dir: Any, what: str = "") ->
 
     from .figures import save_figure
 
-    return save_figure(_front_plot(pt, result, what), Path(out_dir), "pareto_front")
+    return save_figure(_front_plot(pt, result, what), Path(out_dir), "pareto_front", formats)
 
 
 def _front_plot(pt: ParetoTables, result: Any, what: str) -> Any:

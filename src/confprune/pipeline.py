@@ -25,6 +25,7 @@ from torch import nn
 
 from .api import CertifiedPruning, certify_from_table
 from .calibrate import FixedSequenceStop, deployment_indices
+from .commitment import committed_draw, family_commitment, make_commitment
 from .cost import CERTIFICATE_COST_KEYS
 from .data import TaskData, load_dataset
 from .errors import ConfigError
@@ -135,7 +136,9 @@ class RunResult:
 
 
 class StageTimer:
-    """``with timer("sweep"): ...`` records ``sweep_s`` seconds in ``timer.seconds``."""
+    """``with timer("sweep"): ...`` records ``sweep_s`` seconds in ``timer.seconds``, and
+    ``sweep_peak_mb``: the process's peak resident memory (MiB) once the stage is done — the
+    peak is monotone, so the first stage whose value jumps is the one that needed it."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -147,6 +150,16 @@ class StageTimer:
             yield
         finally:
             self.seconds[f"{stage}_s"] = time.perf_counter() - t
+            self.seconds[f"{stage}_peak_mb"] = peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,12 +183,13 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
     timer = StageTimer()
     with timer("data"):
         data = load_data(cfg)
-    dense = dense_model(cfg, data, on_train_step)
+    with timer("model"):
+        dense = dense_model(cfg, data, on_train_step)
     specs = family_specs(cfg)
     families = [pruning_family(cfg, dense, data, spec) for spec in specs]
     risks = risk_specs(cfg)
     loss = first_loss(cfg, risks)
-    draws = calibration_draws(cfg, data.pool_size)
+    draws = calibration_draws(cfg, data, commitment(cfg, dense, families, specs, risks, loss, data, grid))
     with timer("sweep"):
         swept = [family_tables(cfg, dense, fam, spec, data, loss, risks, grid, draws)
                  for fam, spec in zip(families, specs, strict=True)]
@@ -210,7 +224,8 @@ def run(cfg: Config, output_dir: str | Path, config_hash: str = "",
     timing = {"data_s": timer.seconds["data_s"], "train_s": dense.train_seconds, **timer.seconds}
     timing["total_s"] = time.perf_counter() - t_start
     files = {**files, **{f"figure_{k}": v for k, v in figures.items()}}
-    written = [*files.values(), *(str(Path(p).with_suffix(".pdf")) for p in figures.values())]
+    written = list(dict.fromkeys([*files.values(), *(str(Path(p).with_suffix(f".{ext}")) for p in figures.values()
+                                                     for ext in cfg.figure_formats)]))
     summary = summarise(cfg, config_hash, data, dense, sweep, validation, result, cost, timing, files, out,
                         artifact_checksums(out, written))
     write_summary(summary, out)
@@ -283,13 +298,36 @@ def pruning_family(cfg: Config, dense: DenseModel, data: TaskData, spec: FamilyS
                       example_inputs=torch.zeros_like(data.pool_inputs[:2]).to(cfg.sweep.device))
 
 
-def calibration_draws(cfg: Config, n_pool: int) -> CalibrationDraws:
+def commitment(cfg: Config, dense: DenseModel, families: list[Family], specs: list[FamilySpec],
+               risks: list[RiskSpec], loss: Loss, data: TaskData, grid: np.ndarray) -> dict[str, Any]:
+    """What precedes calibration, committed before any calibration loss is seen: the deployment
+    draw (and Pareto testing's split) come from its digest, not from a seed of the issuer's
+    choosing (:mod:`confprune.commitment`)."""
+    from .export import procedure_options
+
+    pareto = len(specs) > 1  # as pareto_stage decides
+    configs = [spec.config for spec in specs] if pareto else [dict(families[0].config)]
+    procedure = make_fwer(**cfg.fwer)
+    return make_commitment(
+        dense_checksum=dense.checksum, pool_fingerprint=data.pool_fingerprint(), pool_size=data.pool_size,
+        n_cal=cfg.calibration.n_cal, families=[family_commitment(c) for c in configs], risks=risks,
+        loss_options=loss.params, delta=cfg.calibration.delta,
+        fwer="pareto_testing" if pareto else procedure.name, fwer_options={} if pareto else procedure_options(procedure),
+        grid=grid, opt_fraction=cfg.knobs.opt_fraction if pareto else None,
+    )
+
+
+def calibration_draws(cfg: Config, data: TaskData, committed: dict[str, Any]) -> CalibrationDraws:
+    """The validation splits and i.i.d. draws (the finite-pool checks, from ``calibration.split_seed``)
+    and the deployment calibration set, drawn from the commitment's digest."""
     cal = cfg.calibration
+    n_pool = data.pool_size
+    draw = committed_draw(committed)
     return CalibrationDraws(
         splits=draw_splits(n_pool, cal.n_cal, cal.n_test, cal.n_splits, cal.split_seed),
         iid=draw_iid_calibration(n_pool, cal.n_cal, cal.n_splits, cal.split_seed),
-        deploy=deployment_indices(n_pool, cal.n_cal, cal.split_seed),
-        draw={"source": "seeded", "pool_size": n_pool, "n_cal": cal.n_cal, "seed": cal.split_seed},
+        deploy=deployment_indices(n_pool, cal.n_cal, draw["seed"]),
+        draw=draw,
     )
 
 
@@ -421,7 +459,7 @@ def deployment_certificate(cfg: Config, dense: DenseModel, sweep: Sweep, data: T
     }
     if sweep.pareto is not None:
         result = certify_pareto_from_tables(dense.model, sweep.pareto, draws.deploy, delta=cal.delta,
-                                            opt_fraction=cfg.knobs.opt_fraction, seed=cal.split_seed, **info)
+                                            opt_fraction=cfg.knobs.opt_fraction, seed=draws.draw["seed"], **info)
     else:
         result = certify_from_table(
             dense.model, sweep.families[0], sweep.tables[0][sweep.loss.name], sweep.loss, alpha=cal.alpha,
@@ -483,7 +521,7 @@ def draw_figures(
     drawn_files: dict[str, str] = {}
     if sweep.pareto is not None:
         what = f"{cfg.model['name']} on {cfg.dataset['name']}{' (synthetic)' if data.synthetic else ''}"
-        drawn_files["pareto_front"] = front_figure(sweep.pareto, result, fig_dir, what)[0]
+        drawn_files["pareto_front"] = front_figure(sweep.pareto, result, fig_dir, what, list(cfg.figure_formats))[0]
     family, table, lam_hat = result.family, result.loss_table, result.lambda_hat
     cal = result.calibration
     label = figures.RunLabel(
@@ -505,7 +543,9 @@ def draw_figures(
     for stem, task_figure in figures.TASK_FIGURES.get(data.task, {}).items():
         drawn[stem] = task_figure(model, family, data.pool_inputs, data.pool_targets, lambdas,
                                   pool_risk, lam_hat, label)
-    drawn_files.update({stem: figures.save_figure(fig, fig_dir, stem)[0] for stem, fig in drawn.items() if fig is not None})
+    formats = list(cfg.figure_formats)
+    drawn_files.update({stem: figures.save_figure(fig, fig_dir, stem, formats)[0]
+                        for stem, fig in drawn.items() if fig is not None})
     return drawn_files
 
 
@@ -538,7 +578,7 @@ def summarise(
         dense_metrics_from_cache=dense.metrics_from_cache,
         lambda_hat=LambdaHat(*_split_quantiles(v, lambdas), result.lambda_hat),
         sparsity_hat=SparsityHat(
-            _split_quantiles(v, table.sparsity)[0], result.sparsity,
+            _split_sparsity_median(v, table.sparsity), result.sparsity,
             float(model_sparsity(table, family, dense.model)[result.lambda_index]) if result.certified else None,
         ),
         deploy=Deployment(result.certified, result.cal_risk, result.certificate["holdout_risk"]),
@@ -559,6 +599,16 @@ def _split_quantiles(v: SplitValidation | None, values: np.ndarray) -> tuple[flo
     if not at.size:
         return None, None, None
     return float(np.median(at)), float(np.quantile(at, 0.05)), float(np.quantile(at, 0.95))
+
+
+def _split_sparsity_median(v: SplitValidation | None, sparsity: np.ndarray) -> float | None:
+    """Median over *all* validation splits of the certified pool sparsity, a split that certified
+    nothing counting as 0 (ours: "no claim" certifies no pruning). The one definition the summary,
+    wandb, the tables and the figures use (:func:`confprune.figures.sweep.split_sparsity`)."""
+    if v is None:
+        return None
+    at = np.where(v.certified, sparsity[np.clip(v.lambda_index, 0, sparsity.size - 1)], 0.0)
+    return float(np.median(at))
 
 
 def _coverage(validation: Validation) -> dict[str, Any]:

@@ -33,7 +33,9 @@ class GridInfo:
 
 @dataclass
 class LambdaHat:
-    """λ̂ over the validation splits that certified (median, 5% and 95% quantiles) and deployed."""
+    """λ̂ over the validation splits that certified (median, 5% and 95% quantiles; an uncertified
+    split has no λ̂) and deployed. Sparsity, which does have a value for "no claim" (0), is
+    summarised over all splits instead (:class:`SparsityHat`)."""
 
     median: float | None
     q05: float | None
@@ -43,7 +45,7 @@ class LambdaHat:
 
 @dataclass
 class SparsityHat:
-    median: float | None  # fraction of the pruning pool removed, median over certifying splits
+    median: float | None  # fraction of the pruning pool removed, median over ALL splits (uncertified = 0)
     deploy: float | None  # ... at the deployed λ̂
     deploy_model: float | None  # fraction of the whole model's parameters removed at the deployed λ̂
 
@@ -104,7 +106,7 @@ class RunSummary:
     certified_fraction: float
     aux_at_deploy: dict[str, float]  # loss side statistics at the deployed λ̂ (e.g. abstention)
     throughput: Throughput
-    timing: dict[str, float]  # seconds per stage
+    timing: dict[str, float]  # seconds per stage (<stage>_s), peak memory after it (<stage>_peak_mb, MiB)
     files: dict[str, str]
     output_dir: str
     artifacts: dict[str, str]  # sha256 of every file the run wrote (by path relative to output_dir)

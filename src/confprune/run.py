@@ -83,6 +83,7 @@ def run_logged(cfg: DictConfig) -> RunSummary:
 
     check(conf)  # bad input fails here, before any tracker, data or training
     log.info("output dir: %s", output_dir)
+    save_config(cfg, conf, output_dir)
     overrides, sweep_dir = _job_context()
     with tracker(
         conf.logger.name, conf.logger.mode, conf.logger.project, conf.logger.entity,
@@ -107,6 +108,41 @@ def _job_context() -> tuple[list[str], str | None]:
         return [], None
     hc = HydraConfig.get()
     return list(hc.overrides.task), (str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None)
+
+
+def save_config(cfg: DictConfig, conf: Config, output_dir: Path) -> Path:
+    """The resolved config (every interpolation and path filled in) as ``config.yaml`` in the run
+    directory, and its tree of choices on the console: what ran, readable without Hydra's
+    ``.hydra/`` (which keeps the unresolved composition and the overrides)."""
+    from .cache import atomic_write
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    text = OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
+    path = output_dir / "config.yaml"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    log.info("config (resolved, saved to %s):\n%s", path, config_tree(conf))
+    return path
+
+
+def config_tree(conf: Config) -> str:
+    """The choices that make the run, one group per line."""
+    from .pruning import FamilySpec
+
+    cal, spec = conf.calibration, FamilySpec.from_config(conf.pruning)
+    lines = {
+        "experiment": conf.name,
+        "model": " ".join(f"{k}={v}" for k, v in conf.model.items()),
+        "dataset": " ".join(f"{k}={v}" for k, v in conf.dataset.items() if k not in ("data_dir", "root")),
+        "loss": " ".join(f"{k}={v}" for k, v in conf.loss.items()),
+        "pruning": spec.label + (f" (+{len(conf.knobs.families) - 1} families: Pareto testing)"
+                                 if conf.knobs is not None and len(conf.knobs.families) > 1 else ""),
+        "calibration": (f"alpha={cal.alpha} delta={cal.delta} bound={conf.bound.name} fwer={conf.fwer['name']} "
+                        f"n_cal={cal.n_cal} n_test={cal.n_test} n_splits={cal.n_splits}"
+                        + (f" risks={len(cal.risks)}" if cal.risks else "")),
+        "trainer": f"epochs={conf.trainer.epochs} seed={conf.seed}",
+        "logger": conf.logger.name,
+    }
+    return "\n".join(f"  {k:<12} {v}" for k, v in lines.items())
 
 
 def tracked_config(cfg: DictConfig, cfg_hash: str) -> dict[str, Any]:

@@ -42,6 +42,10 @@ _DATASET_KEYS_IGNORED = {"data_dir", "download", "download_timeout", "pool_limit
 _TRAINER_KEYS_IGNORED = {"eval_batch_size"}
 
 
+#: The training thread count of every committed model (``trainer.num_threads``' default).
+TRAINING_THREADS = 2
+
+
 def _plain(cfg: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(cfg):
         return dataclasses.asdict(cfg)  # type: ignore[arg-type]
@@ -52,6 +56,11 @@ def cache_key(model_cfg: Mapping[str, Any], dataset_cfg: Mapping[str, Any], trai
     """Hash of the model, dataset, trainer and seed that determine the trained weights (and, when
     trajectory tracking is on, the tracking settings: such a checkpoint also holds the statistics)."""
     trainer = {k: v for k, v in _plain(trainer_cfg).items() if k not in _TRAINER_KEYS_IGNORED}
+    threads = trainer.pop("num_threads", TRAINING_THREADS)
+    if threads is None:  # torch's default: the machine's count, which changes the weights
+        threads = torch.get_num_threads()
+    if threads != TRAINING_THREADS:  # the default keeps the keys of the models trained before the option
+        trainer["num_threads"] = int(threads)
     if not (trainer.get("trajectory") or {}).get("enabled"):
         trainer.pop("trajectory", None)
     elif not trainer["trajectory"].get("track_updates"):
@@ -158,6 +167,18 @@ def train_model(
     the weights, the random streams and the result are the same with or without it.
     """
     t = _plain(trainer)
+    threads = t.get("num_threads", TRAINING_THREADS)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _train(model, data, t, seed, progress, on_step)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(model: nn.Module, data: TaskData, t: dict[str, Any], seed: int, progress: bool,
+           on_step: StepCallback | None) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     traj_cfg = t.get("trajectory") or {}
     tracker = (WelfordTracker(model, track_updates=bool(traj_cfg.get("track_updates", False)))
                if traj_cfg.get("enabled") else None)

@@ -171,26 +171,33 @@ def _check_claim(cert: Mapping[str, Any], report: VerificationReport) -> bool:
     return ok
 
 
-def _calibration_indices(cert: Mapping[str, Any], n_points: int, report: VerificationReport,
+def _calibration_indices(cert: Mapping[str, Any], n_points: int, data_fp: str, report: VerificationReport,
                          data_from_registry: bool) -> np.ndarray | None:
     from .calibrate import deployment_indices
+    from .commitment import COMMITTED, check_draw
 
     idx = np.asarray(cert["calibration_indices"], dtype=np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= n_points):
         report.add("calibration indices", False, f"indices up to {idx.max()} but the data has {n_points} points")
         return None
     draw = cert.get("calibration") or {}
-    if draw.get("source") == "seeded":
+    if draw.get("source") == COMMITTED:
         report.expect("calibration.pool_size", draw.get("pool_size"), n_points)
+        for name, ok, detail in check_draw(cert, data_fp, n_points):
+            report.add(name, ok, detail)
+        if not data_from_registry:  # a draw over points the issuer handed over: the points were still its choice
+            report.issuer_calibration = True
+            report.note("calibration source", "a committed draw from data given to verify, not loaded from the "
+                        "dataset registry: which points the pool holds was the issuer's choice")
+    elif draw.get("source") == "seeded":  # certificates issued before the commitment (issue 25)
         redrawn = deployment_indices(int(draw["pool_size"]), int(draw["n_cal"]), int(draw["seed"]))
         same = redrawn.shape == idx.shape and bool(np.array_equal(redrawn, idx))
         report.add("calibration indices", same,
                    f"redrawn from pool size {draw['pool_size']}, n_cal {draw['n_cal']}, seed {draw['seed']}: "
                    + ("identical" if same else "DIFFERENT from the recorded indices"))
-        if not data_from_registry:  # a seed over points the issuer handed over: the points were still its choice
-            report.issuer_calibration = True
-            report.note("calibration source", "a seeded draw from data given to verify, not loaded from the dataset "
-                        "registry: which points the pool holds was the issuer's choice")
+        report.issuer_calibration = True
+        report.note("calibration source", f"seed {draw['seed']} was the issuer's choice (a certificate from before "
+                    "draws were derived from a commitment): it could have been searched after seeing the losses")
     elif draw.get("source") == "issuer":
         report.issuer_calibration = True
         report.add("calibration indices", True, f"issuer-chosen calibration set of {idx.size} points (selection not auditable)")
@@ -311,7 +318,7 @@ def _verify(certificate: Any, pruned_model: Any, model: nn.Module, data: Any, *,
     batch = int(batch_size or cert.get("sweep", {}).get("batch_size") or 500)
     x, y, data_fp = _collect(data, batch)
     report.expect("data.data_fingerprint", cert["data"].get("data_fingerprint"), data_fp)
-    idx = _calibration_indices(cert, x.shape[0], report, data_from_registry)
+    idx = _calibration_indices(cert, x.shape[0], data_fp, report, data_from_registry)
     if idx is None:
         return _done(report, t0)
     # A seeded betting order permutes the issuer's set: its fingerprint is the set's, in index order.
@@ -734,14 +741,17 @@ def main(argv: list[str] | None = None) -> int:
                     "'What a certificate proves'). Exit 0: verified; 1: not verified; 2: cannot be checked; "
                     "3: verified with an issuer-chosen calibration set (not a plain pass).",
     )
-    parser.add_argument("certificate")
-    parser.add_argument("pruned_model", nargs="?", help="the exported pruned_model.pt (omit when nothing was certified)")
+    parser.add_argument("certificate", help="certificate.json, or a run directory holding it")
+    parser.add_argument("pruned_model", nargs="?", help="the exported pruned_model.pt (omit when nothing was "
+                        "certified; default: the run directory's pruned_model.pt when a directory is given)")
     parser.add_argument("--data-dir", default=os.environ.get("CONFPRUNE_DATA_DIR", "data"),
                         help="where datasets are read from (and fetched into, if missing): never the certificate's")
     parser.add_argument("--dataset-root", help="your copy of a dataset that lives under its own root (real PolypGen): "
                         "never the folder the certificate names")
     parser.add_argument("--dense", help="dense checkpoint (default: the one the certificate names; read only)")
     args = parser.parse_args(argv)
+    if args.pruned_model is None and Path(args.certificate).is_dir() and (Path(args.certificate) / "pruned_model.pt").is_file():
+        args.pruned_model = str(Path(args.certificate) / "pruned_model.pt")
     try:
         model, blob, data = _cli_inputs(args)
     except _CannotCheck as err:

@@ -37,21 +37,26 @@ def styled(build: F) -> F:
             fig = build(*args, **kwargs)
             if fig is not None:
                 fig.draw_without_rendering()
+                # The layout is final: freeze it, so that each save (PNG, PDF, and the tight-bbox
+                # pass of each) draws once instead of re-running the constrained-layout solver.
+                fig.set_layout_engine("none")
             return fig
 
     return wrapper  # type: ignore[return-value]
 
 
-def save_figure(fig: Figure, out_dir: Path, stem: str) -> list[str]:
-    """Write ``<stem>.png`` and ``<stem>.pdf`` atomically (a reader never sees half a figure);
-    returns [png path, pdf path]. A figure made with pyplot is closed afterwards."""
+def save_figure(fig: Figure, out_dir: Path, stem: str, formats: tuple[str, ...] | list[str] = ("png", "pdf")) -> list[str]:
+    """Write ``<stem>.<format>`` for each format atomically (a reader never sees half a figure);
+    returns the paths, in ``formats``' order. A figure made with pyplot is closed afterwards.
+    The layout was fixed when the figure was built (:func:`styled`); the tight bounding box
+    keeps wide legends and subtitles that constrained layout lets overhang the canvas."""
     from ..cache import atomic_write
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     with matplotlib.rc_context(STYLE):
-        for ext in ("png", "pdf"):
+        for ext in formats:
             p = out_dir / f"{stem}.{ext}"
             atomic_write(p, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, bbox_inches="tight"))
             paths.append(str(p))

@@ -62,9 +62,9 @@ _FROM_SUMMARY = (
 def collect(sweep_dir: str | Path) -> pd.DataFrame:
     """One tidy row per finished job (a directory with summary.json) under ``sweep_dir``.
 
-    ``sparsity_hat_median`` is the summary's median over the splits that certified;
-    ``sparsity_all_*`` are the median and 5%/95% quantiles over *all* splits with an uncertified
-    split counted as sparsity 0 (from each job's ``splits.csv``, see :func:`split_sparsity`).
+    ``sparsity_hat_median`` is the summary's median over *all* splits, an uncertified split
+    counted as sparsity 0 (the one definition everywhere); ``sparsity_all_*`` are the same median
+    and the 5%/95% quantiles, recomputed from each job's ``splits.csv`` (:func:`split_sparsity`).
     """
     import pandas as pd
 
