@@ -186,9 +186,11 @@ def lambda_hat_histogram(lambdas: np.ndarray, validation: SplitValidation, lam_h
     width = float(np.min(np.diff(lambdas))) if lambdas.size > 1 else 0.01
     if idx.size:
         values, counts = np.unique(lambdas[idx], return_counts=True)
-        ax.bar(values, counts, width=0.8 * width, color="C2", label="validation splits")
-    if lam_hat is not None:
-        ax.axvline(lam_hat, color="C1", lw=1.2, label=f"deployed λ̂ = {lam_hat:.2f}")
+        ax.bar(values, counts, width=0.8 * width, color="C2", label="validation splits", zorder=2)
+    if lam_hat is not None:  # behind the bars, dashed, with a marker on top: a bar at λ̂ stays visible
+        ax.axvline(lam_hat, color="C1", lw=1.2, ls=(0, (4, 2)), zorder=1, label=f"deployed λ̂ = {lam_hat:.2f}")
+        ax.plot([lam_hat], [1.0], "v", color="C1", ms=6, transform=ax.get_xaxis_transform(), clip_on=False,
+                zorder=3)
     else:
         ax.plot([], [], " ", label="deployment: nothing certified")
     ax.set_xlim(lambdas[0] - width, lambdas[-1] + width)  # the whole grid: a lone bar has context
@@ -371,7 +373,12 @@ def _latency_panel(ax: Any, cost: Mapping[str, Any], lambdas: np.ndarray, risk: 
     ax.set_ylim(len(points) - 0.5, -0.5)  # dense on top, then increasing λ
     low, high = ax.dataLim.x0, ax.dataLim.x1
     if low > 0 and high / low > 10:  # batch sizes (or noisy repeats) an order of magnitude apart
-        ax.set_xscale("log")
+        from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+        ax.set_xscale("log")  # labels at 1-2-5 of each decade, plain numbers; minor ticks unlabelled
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor-tick labels overprinted each other
     ax.set_xlabel("CPU latency per sample (ms; median and 10–90% over repeats)")
     cpu = cost.get("machine", {}).get("cpu", "this CPU")[:40]
     threads = points[0][batches[-1]].get("threads")

@@ -193,13 +193,13 @@ def sparsity_vs_alpha(table: pd.DataFrame) -> Figure:
             dodge = (i - (n_series - 1) / 2) * 0.012 * span  # several series' markers stay apart
             top.fill_between(m["alpha"], m["sparsity_all_q05"], m["sparsity_all_q95"], color=color,
                              alpha=0.2, lw=0)
-            top.plot(m["alpha"], m["sparsity_all_median"], marker="o", ms=3, color=color)
+            top.plot(m["alpha"] + dodge, m["sparsity_all_median"], marker="o", ms=3, color=color)
             deployed = g["sparsity_hat_deploy"].astype(float)
             ok = deployed.notna()
             top.plot(g["alpha"][ok] + dodge, deployed[ok], "D", mfc="none", color=color, ms=5)
             top.plot(g["alpha"][~ok] + dodge, np.zeros(int((~ok).sum())), "x", color=color, ms=6,
                      mew=1.5)
-            bottom.plot(m["alpha"], m["certified_fraction"], marker="o", ms=3, color=color)
+            bottom.plot(m["alpha"] + dodge, m["certified_fraction"], marker="o", ms=3, color=color)
         top.set_title(f"loss = {loss}")
         top.set_ylim(-0.03, 1.0)
         bottom.set_ylim(-0.05, 1.05)
@@ -229,15 +229,18 @@ def coverage_vs_alpha(table: pd.DataFrame) -> Figure:
     groups = _panels(t, "loss")
     fig = Figure(figsize=(3.4 * len(groups), 3.6), layout="constrained")
     axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)
+    span = float(t["alpha"].max() - t["alpha"].min()) or float(t["alpha"].max())
     for ax, (loss, sub) in zip(axes[0], groups, strict=True):
-        for _, g in sub.groupby("_series", sort=True):
+        n_series = sub["_series"].nunique()
+        for i, (_, g) in enumerate(sub.groupby("_series", sort=True)):
             color = g["_color"].iloc[0]
             m = _mean_by_alpha(g, ["coverage", "coverage_lo", "coverage_hi", "iid_coverage",
                                    "iid_coverage_lo", "iid_coverage_hi"])
-            ax.errorbar(m["alpha"], m["iid_coverage"],
+            dodge = (i - (n_series - 1) / 2) * 0.012 * span  # identical series stay visible side by side
+            ax.errorbar(m["alpha"] + dodge, m["iid_coverage"],
                         yerr=_yerr(m["iid_coverage"], m["iid_coverage_lo"], m["iid_coverage_hi"]),
                         marker="o", ms=3, capsize=2, color=color)
-            ax.errorbar(m["alpha"] * 1.01, m["coverage"],
+            ax.errorbar(m["alpha"] + dodge + 0.006 * span, m["coverage"],
                         yerr=_yerr(m["coverage"], m["coverage_lo"], m["coverage_hi"]),
                         marker="s", ms=3, capsize=2, color=color, ls=":", mfc="none")
         for d in sorted(sub["delta"].unique()):
