@@ -17,8 +17,11 @@ cp "$sweep_dir/aggregate/figures/criteria_comparison.png" experiments/results/cr
 "$PY" - <<'PYEOF'
 import pandas as pd
 t = pd.read_csv("experiments/results/criteria_mnist.csv")
+t = t.drop(columns=[c for c in ("spread", "nonzero_macs_M", "macs_M", "latency_b500_ms", "latency_b500_dense_ms")
+                    if c in t])  # idempotent: the columns this block adds
 from confprune.record import read_summary
-t["spread"] = t["job_dir"].map(lambda d: pd.read_csv(f"{d}/splits.csv")["sparsity_hat"].quantile([0.05, 0.95]).round(3).tolist())
+# the 5–95% spread over ALL splits, an uncertified split counting as 0 (as the median does)
+t["spread"] = t[["sparsity_all_q05", "sparsity_all_q95"]].round(3).values.tolist()
 def cost(d):
     c = read_summary(d).cost
     dep, dense = c.get("deploy") or {}, c.get("dense") or {}
