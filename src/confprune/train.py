@@ -28,7 +28,7 @@ from .cache import cached
 from .data import TaskData
 from .forward import LAYOUT_VERSION
 from .integrity import content_key, state_dict_checksum
-from .models import build_model
+from .models import PRETRAINED, build_model
 from .pruning.trajectory import WelfordTracker
 
 log = logging.getLogger(__name__)
@@ -285,6 +285,19 @@ def _load_checkpoint(path: Path, model: nn.Module, key: str) -> tuple[dict[str, 
     return dict(ckpt["meta"]), dict(ckpt.get("trajectory", {}))
 
 
+def pretrained(model_cfg: Mapping[str, Any]) -> TrainedModel:
+    """A model that comes trained (``model=checkpoint``): loaded from the user's file, never
+    trained or copied into the cache; its key is the file's SHA-256 (first 16 hex digits)."""
+    from .models.checkpoint import file_sha256
+
+    model = build_model(model_cfg).eval()
+    digest = file_sha256(model_cfg["path"])
+    meta = {"key": digest[:16], "model": model_cfg["name"], "file_sha256": digest,
+            "checksum": state_dict_checksum(model.state_dict())}
+    log.info("loaded pretrained model %s (sha256 %s…); not trained", model_cfg["path"], digest[:12])
+    return TrainedModel(model, digest[:16], Path(model_cfg["path"]).resolve(), True, 0.0, meta, {})
+
+
 def train_or_load(
     model_cfg: Mapping[str, Any],
     dataset_cfg: Mapping[str, Any],
@@ -298,6 +311,8 @@ def train_or_load(
     """The trained model for this (model, dataset, trainer, seed): loaded from the cache, or trained
     and cached. ``on_step`` (see :func:`train_model`) is called only when the model is actually
     trained here, never for a cached checkpoint; it does not enter the cache key."""
+    if model_cfg["name"] in PRETRAINED:
+        return pretrained(model_cfg)
     key = cache_key(model_cfg, dataset_cfg, trainer_cfg, seed)
     path = Path(cache_dir) / "models" / f"{model_cfg['name']}-{key}.pt"
 

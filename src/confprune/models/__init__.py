@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from .checkpoint import CheckpointError, load_checkpoint_model
 from .mnist import MnistCNN, MnistMLP
 from .unet import UNet
 
@@ -14,7 +15,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mnist_cnn": MnistCNN,
     "mnist_mlp": MnistMLP,
     "unet": UNet,
+    "checkpoint": load_checkpoint_model,
 }
+#: models that come trained (the trainer is skipped; the file is the model's identity)
+PRETRAINED = frozenset({"checkpoint"})
 
 
 def build_model(cfg: Mapping[str, Any]) -> nn.Module:
@@ -25,8 +29,11 @@ def build_model(cfg: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"unknown model.name={cfg.get('name')!r}; allowed: {', '.join(MODELS)}") from None
     try:
         return factory(**kwargs)
+    except CheckpointError:
+        raise
     except TypeError as err:
         raise ValueError(f"model {cfg['name']!r} does not accept these arguments {kwargs}: {err}") from None
 
 
-__all__ = ["MODELS", "MnistCNN", "MnistMLP", "UNet", "build_model"]
+__all__ = ["MODELS", "PRETRAINED", "CheckpointError", "MnistCNN", "MnistMLP", "UNet", "build_model",
+           "load_checkpoint_model"]
