@@ -56,3 +56,46 @@ def test_weights_that_are_not_the_published_ones_are_refused(tmp_path):
         crepe_weights("tiny", tmp_path, download=False)
     good = crepe_weights("tiny", os.environ.get("CONFPRUNE_DATA_DIR", "data"))
     assert Path(good).stat().st_size == 1962363 and ASSET_SHA256["tiny"].startswith("d4993eea")
+
+
+def test_crepe_tiny_is_certified_on_tones_and_the_pitch_risks_hold_their_level(tmp_path):
+    """experiment=crepe_tiny_smoke end to end (the published model, never trained, on synthetic
+    tones with exact labels): it certifies and verify re-derives it. Then a known-truth validity
+    simulation of the new pitch risk on its own loss table: 2000 i.i.d. calibration draws of
+    n = 400 from the pool (truth = the pool risk), α set just below the pool risk of a grid point
+    so that a wrong choice is possible. LTT (binomial, fixed sequence) must violate at most
+    δ = 0.1 plus 3 binomial standard errors (√(0.1·0.9/2000) = 0.0067); the negative control, the
+    naive plug-in choice (largest λ whose calibration risk ≤ α), must violate far more often."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from confprune.stats import certified_index, make_fwer, pvalues_from_losses, reject_on_grid
+    from confprune.sweep import LossTable
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-m", "confprune.run", "experiment=crepe_tiny_smoke", "logger=none",
+                          "figures=false", "cost.latency=false", "calibration.n_splits=20", "sweep.early_stop=false",
+                          f"hydra.run.dir={out}"], capture_output=True, text=True, cwd=repo, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ok = subprocess.run([sys.executable, "-m", "confprune.verify", str(out), "--data-dir",
+                         os.environ.get("CONFPRUNE_DATA_DIR", "data")], capture_output=True, text=True, cwd=repo,
+                        timeout=900)
+    assert ok.returncode == 0 and "certificate VERIFIED" in ok.stdout, ok.stdout[-2000:]
+    losses = LossTable.load(out / "losses.npz").losses.astype(np.float64)
+    truth = losses.mean(axis=1)
+    j = int(np.flatnonzero(truth > 0.01)[0])
+    alpha, delta, n = 0.97 * truth[j], 0.1, 400
+    rng = np.random.default_rng(0)
+    fixed = make_fwer("fixed_sequence")
+    ltt = naive = 0
+    for _ in range(2000):
+        cal = losses[:, rng.integers(0, losses.shape[1], n)]
+        k = int(certified_index(reject_on_grid(fixed, pvalues_from_losses("binomial", cal, alpha, delta), delta)))
+        ltt += k >= 0 and truth[k] > alpha
+        below = np.flatnonzero(np.maximum.accumulate(cal.mean(axis=1)) <= alpha)
+        naive += below.size > 0 and truth[below[-1]] > alpha
+    assert ltt / 2000 <= delta + 3 * math.sqrt(delta * (1 - delta) / 2000), ltt / 2000
+    assert naive / 2000 > 0.3, naive / 2000  # the plug-in choice is not a guarantee

@@ -114,7 +114,18 @@ def _segmentation_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[
     return {"dice": float(dice.mean()), "iou": float(iou.mean())}
 
 
-METRICS = {"classification": _classification_metrics, "segmentation": _segmentation_metrics}
+def _pitch_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Raw pitch accuracy: the fraction of voiced frames (label not NaN) within 50 cents."""
+    from .models.crepe import decode_cents
+
+    y = targets.double()
+    voiced = ~torch.isnan(y)
+    if not bool(voiced.any()):
+        return {}
+    return {"raw_pitch_accuracy": float(((decode_cents(outputs)[voiced] - y[voiced]).abs() <= 50).double().mean())}
+
+
+METRICS = {"classification": _classification_metrics, "segmentation": _segmentation_metrics, "pitch": _pitch_metrics}
 
 
 @torch.inference_mode()
@@ -288,14 +299,16 @@ def _load_checkpoint(path: Path, model: nn.Module, key: str) -> tuple[dict[str, 
 def pretrained(model_cfg: Mapping[str, Any]) -> TrainedModel:
     """A model that comes trained (``model=checkpoint``): loaded from the user's file, never
     trained or copied into the cache; its key is the file's SHA-256 (first 16 hex digits)."""
+    from .models import weights_file
     from .models.checkpoint import file_sha256
 
     model = build_model(model_cfg).eval()
-    digest = file_sha256(model_cfg["path"])
+    path = weights_file(model_cfg)
+    digest = file_sha256(path)
     meta = {"key": digest[:16], "model": model_cfg["name"], "file_sha256": digest,
             "checksum": state_dict_checksum(model.state_dict())}
-    log.info("loaded pretrained model %s (sha256 %s…); not trained", model_cfg["path"], digest[:12])
-    return TrainedModel(model, digest[:16], Path(model_cfg["path"]).resolve(), True, 0.0, meta, {})
+    log.info("loaded pretrained model %s (sha256 %s…); not trained", path, digest[:12])
+    return TrainedModel(model, digest[:16], Path(path).resolve(), True, 0.0, meta, {})
 
 
 def train_or_load(

@@ -772,10 +772,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CODES["CANNOT BE CHECKED"]
     cert = load_certificate(args.certificate)
     if "file_sha256" in cert["model"]:  # a pretrained model: the file verify loaded is the one certified
+        from .models import weights_file
         from .models.checkpoint import file_sha256
 
+        conf = {**cert["model"]["config"], "data_dir": args.data_dir}
         report.expect("model.file_sha256", cert["model"]["file_sha256"],
-                      file_sha256(args.dense or cert["model"]["checkpoint"]))
+                      file_sha256(args.dense or (weights_file(conf) if conf["name"] == "crepe" else cert["model"]["checkpoint"])))
     report.expect("data.synthetic", cert["data"].get("synthetic"), data.synthetic)
     report.expect("data.description", cert["data"].get("description"), data.description)
     print(report)
@@ -789,7 +791,7 @@ class _CannotCheck(Exception):
 def _cli_inputs(args: argparse.Namespace) -> tuple[nn.Module, Mapping[str, Any], Any]:
     """The dense model (from the checkpoint), its blob and the dataset, as the verifier names them."""
     from .data import load_dataset
-    from .models import PRETRAINED, build_model
+    from .models import PRETRAINED, build_model, weights_file
 
     try:
         cert = load_certificate(args.certificate)
@@ -806,10 +808,14 @@ def _cli_inputs(args: argparse.Namespace) -> tuple[nn.Module, Mapping[str, Any],
         except Exception as err:  # noqa: BLE001 - a file that is no export at all cannot be checked
             raise _CannotCheck(f"pruned model {args.pruned_model} cannot be read: {str(err).splitlines()[0]}") from None
     ckpt = Path(args.dense or cert["model"].get("checkpoint", ""))
+    if cert["model"]["config"].get("name") == "crepe" and not args.dense:  # published weights: fetched here
+        ckpt = Path(weights_file({**cert["model"]["config"], "data_dir": args.data_dir}))
     if not ckpt.is_file():
         raise _CannotCheck(f"dense checkpoint {ckpt} not found: pass --dense <checkpoint.pt>")
     try:
-        if cert["model"]["config"].get("name") in PRETRAINED:  # the user's file, loaded as the runner loads it
+        if cert["model"]["config"].get("name") == "crepe":  # the published weights, fetched and hash-checked here
+            model, blob = build_model({**cert["model"]["config"], "data_dir": args.data_dir}), {}
+        elif cert["model"]["config"].get("name") in PRETRAINED:  # the user's file, loaded as the runner loads it
             model, blob = build_model({**cert["model"]["config"], "path": str(ckpt)}), {}
         else:
             model = build_model(cert["model"]["config"])

@@ -106,6 +106,7 @@ def _registry() -> dict[str, DatasetEntry]:
     from .fashion import load_fashion_task
     from .mnist import load_mnist_task
     from .polyp import load_polyp_task, polyp_input_shape, polyp_output_shape, polyp_pool_size
+    from .tones import load_tones_task, tones_input_shape, tones_output_shape, tones_pool_size
     from .tensors import (
         load_tensors_task,
         tensors_input_shape,
@@ -120,6 +121,8 @@ def _registry() -> dict[str, DatasetEntry]:
                                       _ten_classes),
         "polypgen": DatasetEntry("segmentation", load_polyp_task, polyp_pool_size, polyp_input_shape,
                                  polyp_output_shape),
+        "tones": DatasetEntry("pitch", load_tones_task, tones_pool_size, tones_input_shape, tones_output_shape,
+                              trains=lambda **_: False),
         "tensors": DatasetEntry("classification", load_tensors_task, tensors_pool_size, tensors_input_shape,
                                 tensors_output_shape, labelled=tensors_labelled,
                                 trains=lambda train_path=None, **_: train_path is not None),

@@ -70,7 +70,7 @@ class Crepe(nn.Module):
             pad = (0, 0, 254, 254) if i == 0 else (0, 0, 31, 32)
             x = F.max_pool2d(getattr(self, f"conv{i + 1}_BN")(F.relu(getattr(self, f"conv{i + 1}")(F.pad(x, pad)))),
                              (2, 1), (2, 1))
-        x = x.permute(0, 2, 1, 3).reshape(-1, self.in_features)
+        x = x.permute(0, 2, 1, 3).reshape(x.shape[0], -1)  # (B, time, channels): torchcrepe's order
         return torch.sigmoid(self.classifier(x))
 
 
