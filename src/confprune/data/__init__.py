@@ -106,7 +106,6 @@ def _registry() -> dict[str, DatasetEntry]:
     from .fashion import load_fashion_task
     from .mnist import load_mnist_task
     from .polyp import load_polyp_task, polyp_input_shape, polyp_output_shape, polyp_pool_size
-    from .tones import load_tones_task, tones_input_shape, tones_output_shape, tones_pool_size
     from .tensors import (
         load_tensors_task,
         tensors_input_shape,
@@ -114,6 +113,7 @@ def _registry() -> dict[str, DatasetEntry]:
         tensors_output_shape,
         tensors_pool_size,
     )
+    from .tones import load_tones_task, tones_input_shape, tones_output_shape, tones_pool_size
 
     return {
         "mnist": DatasetEntry("classification", load_mnist_task, _idx_pool_size, _idx_input_shape, _ten_classes),
