@@ -99,3 +99,20 @@ def test_crepe_tiny_is_certified_on_tones_and_the_pitch_risks_hold_their_level(t
         naive += below.size > 0 and truth[below[-1]] > alpha
     assert ltt / 2000 <= delta + 3 * math.sqrt(delta * (1 - delta) / 2000), ltt / 2000
     assert naive / 2000 > 0.3, naive / 2000  # the plug-in choice is not a guarantee
+
+
+def test_channel_pruning_of_crepe_needs_its_last_convolution_protected(tiny):
+    # The classifier reads conv6's output flattened time-major, which the dependency graph does not
+    # capture: the channel family refuses the model (its equivalence check), builds with conv6
+    # protected (the option reaches the family through the spec), and refuses an unknown name.
+    from confprune.pruning import FamilySpec
+
+    x = torch.zeros(2, 1024)
+    with pytest.raises(ValueError, match="protected_layers"):
+        FamilySpec.from_config({"criterion": "l1", "structure": "channel"}).build(tiny, example_inputs=x)
+    family = FamilySpec.from_config({"criterion": "l1", "structure": "channel", "protected_layers": ["conv6"]}).build(
+        tiny, example_inputs=x)
+    assert family.config["protected_layers"] == ["conv6"] and 0 < family.sparsity(0.5) < 1
+    with pytest.raises(ValueError, match="not a module"):
+        FamilySpec.from_config({"criterion": "l1", "structure": "channel", "protected_layers": ["conv9"]}).build(
+            tiny, example_inputs=x)
