@@ -33,10 +33,18 @@ def test_every_experiment_composes_and_validates(compose, experiment):
 
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS)
-def test_every_group_option_composes(compose, group, option):
+def test_every_group_option_composes(compose, group, option, tmp_path):
+    import torch
+
     from confprune.losses import LOSSES
+    from confprune.models import MnistCNN
 
     overrides = [f"{group}={option}"]
+    if (group == "loss" and LOSSES[option].task == "pitch") or (group == "model" and option == "crepe"):
+        overrides.insert(0, "experiment=crepe_tiny_smoke")  # CREPE and its pitch losses on audio frames
+    if group == "model" and option == "checkpoint":  # a user's state_dict and its class
+        torch.save(MnistCNN().state_dict(), tmp_path / "net.pt")
+        overrides += [f"model.path={tmp_path / 'net.pt'}", "model.target=confprune.models:MnistCNN"]
     if group == "loss" and LOSSES[option].task == "segmentation":
         overrides.insert(0, "experiment=polyp_smoke")  # a segmentation loss needs a segmentation task
     if group == "model" and option == "unet":

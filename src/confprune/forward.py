@@ -80,7 +80,8 @@ def fast_copy(model: nn.Module) -> nn.Module:
     (the model itself is untouched)."""
     net = copy.deepcopy(model).eval()
     for p in net.parameters():
-        p.requires_grad_(False)
+        if p.is_leaf:  # a deep-copied TorchScript module's parameters are not leaves (and never trained here)
+            p.requires_grad_(False)
     return to_fast_layout(net)
 
 

@@ -97,6 +97,42 @@ def seg_fail(tau: float) -> tuple[LossFn, AuxFn | None]:
     return fn, None
 
 
+def _cents(activations: torch.Tensor) -> torch.Tensor:
+    from .models.crepe import decode_cents
+
+    return decode_cents(activations)
+
+
+def _cents_threshold(threshold: float) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold <= 1200.0:
+        raise OptionError("threshold", threshold, "a number of cents in (0, 1200]")
+    return float(threshold)
+
+
+def _pitch_error(threshold: float = 50.0) -> tuple[LossFn, AuxFn | None]:
+    """threshold: cents. 1{voiced and |cents(pruned) − cents(label)| > threshold}: raw pitch
+    accuracy's complement on voiced frames (label NaN = unvoiced: loss 0). Ours: the risk is over
+    all frames, voiced or not, so it is P(voiced and wrong)."""
+    th = _cents_threshold(threshold)
+
+    def fn(dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        y = target.double()
+        wrong = (_cents(pruned) - y).abs() > th
+        return (wrong & ~torch.isnan(y)).to(torch.float32)
+
+    return fn, None
+
+
+def _pitch_disagreement(threshold: float = 50.0) -> tuple[LossFn, AuxFn | None]:
+    """threshold: cents. 1{|cents(pruned) − cents(dense)| > threshold} on every frame (no labels)."""
+    th = _cents_threshold(threshold)
+
+    def fn(dense: torch.Tensor, pruned: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((_cents(pruned) - _cents(dense)).abs() > th).to(torch.float32)
+
+    return fn, None
+
+
 def _fixed(fn: LossFn) -> Callable[[], tuple[LossFn, AuxFn | None]]:
     return lambda: (fn, None)
 
@@ -153,6 +189,10 @@ LOSSES: dict[str, LossSpec] = {
                          task="segmentation"),
     "seg_fail": LossSpec("seg_fail", binary=True, labeled=False, reads_dense=True, build=_seg_fail,
                          task="segmentation"),
+    "pitch_error": LossSpec("pitch_error", binary=True, labeled=True, reads_dense=False, build=_pitch_error,
+                            task="pitch"),
+    "pitch_disagreement": LossSpec("pitch_disagreement", binary=True, labeled=False, reads_dense=True,
+                                   build=_pitch_disagreement, task="pitch"),
 }
 
 

@@ -282,7 +282,8 @@ def dense_model(cfg: Config, data: TaskData,
         model, checksum, data, cfg.paths.cache_dir, cfg.sweep.device, cfg.trainer.eval_batch_size
     )
     log.info("dense model on the pool: %s (model %s, metrics %s)", metrics,
-             "cached" if trained.from_cache else "trained", "cached" if metrics_cached else "computed")
+             "pretrained, not trained here" if "file_sha256" in trained.meta else "cached" if trained.from_cache
+             else "trained", "cached" if metrics_cached else "computed")
     return DenseModel(model, trained.key, checksum, trained.path, trained.from_cache, trained.train_seconds,
                       trained.trajectory, metrics, metrics_cached)
 
@@ -451,7 +452,7 @@ def deployment_certificate(cfg: Config, dense: DenseModel, sweep: Sweep, data: T
         "data_info": {"dataset": dict(cfg.dataset), "description": data.description, "synthetic": data.synthetic,
                       "calibration_fingerprint": data.pool_fingerprint(draws.deploy)},
         "model_info": {"name": cfg.model["name"], "config": dict(cfg.model), "cache_key": dense.key,
-                       "checkpoint": str(dense.path), "seed": cfg.seed},
+                       "checkpoint": str(dense.path), "seed": cfg.seed, **_file_identity(cfg, dense)},
         "extra": {"holdout_size": int(holdout.size)},
         "calibration_draw": draws.draw,
         "cost_of": cost_of,
@@ -467,6 +468,14 @@ def deployment_certificate(cfg: Config, dense: DenseModel, sweep: Sweep, data: T
             risks=sweep.risks, tables=sweep.tables[0], labels=_labels(data), **info,
         )
     return result
+
+
+def _file_identity(cfg: Config, dense: DenseModel) -> dict[str, str]:
+    """A pretrained model's file SHA-256 (the user's checkpoint is its identity; verify compares)."""
+    from .models import PRETRAINED
+    from .models.checkpoint import file_sha256
+
+    return {"file_sha256": file_sha256(dense.path)} if cfg.model["name"] in PRETRAINED else {}
 
 
 def cost_profile(

@@ -386,9 +386,37 @@ def _check_factory_groups(cfg: Config) -> None:
     if spec.task != entry.task:
         allowed = sorted(k for k, v in losses_mod.LOSSES.items() if v.task == entry.task)
         raise ConfigError("loss.name", spec.name, f"a {entry.task} loss: {', '.join(allowed)}")
+    _check_data_fits(cfg, entry)
     family_specs(cfg)
     _check_risks(cfg, entry.task)
     _check_knobs(cfg)
+
+
+def _check_data_fits(cfg: Config, entry: Any) -> None:
+    """Labels and training data the run needs and the dataset lacks: a labelled loss on an
+    unlabelled pool, training (or a data-informed criterion's batch) without training data."""
+    from . import losses as losses_mod
+    from .data import dataset_options
+    from .models import PRETRAINED
+
+    options = dataset_options(cfg.dataset)
+    if not _built("dataset", lambda: entry.labelled(**options)):
+        names = [cfg.loss["name"], *(r.get("loss") for r in (cfg.calibration.risks or []))]
+        labelled = [n for n in names if n in losses_mod.LOSSES and losses_mod.LOSSES[n].labeled]
+        if labelled:
+            free = sorted(k for k, v in losses_mod.LOSSES.items() if not v.labeled and v.task == entry.task)
+            raise ConfigError("loss.name", labelled[0], f"a loss that needs no labels on this unlabelled pool "
+                              f"(no y.npy in dataset.path): {', '.join(free)}")
+    if entry.trains(**options):
+        return
+    if cfg.model.get("name") not in PRETRAINED:
+        raise ConfigError("dataset.train_path", None, f"a folder of training data (x.npy, y.npy): model "
+                          f"{cfg.model.get('name')!r} is trained here; or a pretrained model=checkpoint")
+    for i, spec in enumerate(family_specs(cfg)):
+        if spec.criterion in ("sipp", "activation"):
+            group = "pruning" if cfg.knobs is None else f"knobs.families[{i}]"
+            raise ConfigError(f"{group}.criterion", spec.criterion, "a criterion that needs no training batch "
+                              "(magnitude, random; l1, l2 for channels), or give dataset.train_path")
 
 
 def _check_device(device: str) -> None:
@@ -412,11 +440,13 @@ def _check_model_fits(cfg: Config) -> None:
     import torch
 
     from .data import DATASETS, dataset_options
-    from .models import MODELS
+    from .models import MODELS, CheckpointError
     name = cfg.model["name"]
     options = {k: v for k, v in cfg.model.items() if k != "name"}
     try:
         model = MODELS[name](**options)
+    except CheckpointError as err:  # the user's file or class: name the key that is wrong
+        raise ConfigError(f"model.{err.key}", err.value, err.allowed) from None
     except (ValueError, TypeError, RuntimeError, IndexError) as err:
         raise ConfigError("model", options, f"options that build model {name!r} (it fails: "
                           f"{str(err).strip().splitlines()[0]})") from None
@@ -426,7 +456,12 @@ def _check_model_fits(cfg: Config) -> None:
                           f"({empty[0][0]} has shape {empty[0][1]})")
     specs = family_specs(cfg)
     for i, spec in enumerate(specs):
-        spec.check_fits(model, name, group="pruning" if cfg.knobs is None else f"knobs.families[{i}]")
+        group = "pruning" if cfg.knobs is None else f"knobs.families[{i}]"
+        if isinstance(model, torch.jit.ScriptModule) and spec.structure != "unstructured":
+            raise ConfigError(f"{group}.structure", spec.structure, "unstructured with a TorchScript model (channel "
+                              "pruning rebuilds modules from their Python classes: save a state_dict and give "
+                              "model.target)")
+        spec.check_fits(model, name, group=group)
     entry = DATASETS[cfg.dataset["name"]]
     shape = _built("dataset", lambda: entry.input_shape(**dataset_options(cfg.dataset)))
     try:
@@ -437,7 +472,7 @@ def _check_model_fits(cfg: Config) -> None:
         raise ConfigError("model.name", name, f"a model that takes {cfg.dataset['name']} inputs of shape "
                           f"{tuple(shape)} (it fails on them: {first})") from None
     want = entry.output_shape(**dataset_options(cfg.dataset))
-    if not isinstance(out, torch.Tensor) or tuple(out.shape[1:]) != tuple(want):
+    if not isinstance(out, torch.Tensor) or (want is not None and tuple(out.shape[1:]) != tuple(want)):
         got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError("model.name", name, f"a model whose outputs on {cfg.dataset['name']} have the shape "
                           f"{tuple(want)} per sample (this one gives {got})")
@@ -499,8 +534,14 @@ def _check_training_and_sweep(cfg: Config) -> None:
     _choice("trainer.trajectory.granularity", traj.granularity, ["step", "epoch"])
     if traj.enabled and not 1 <= traj.last_k_epochs <= cfg.trainer.epochs:
         raise ConfigError("trainer.trajectory.last_k_epochs", traj.last_k_epochs, f"an integer in [1, trainer.epochs={cfg.trainer.epochs}]")
+    from .models import PRETRAINED
+
     for i, spec in enumerate(family_specs(cfg)):
-        spec.check_training(traj, group="pruning" if cfg.knobs is None else f"knobs.families[{i}]")
+        group = "pruning" if cfg.knobs is None else f"knobs.families[{i}]"
+        if cfg.model.get("name") in PRETRAINED and spec.criterion == "mu":
+            raise ConfigError(f"{group}.criterion", "mu", "a criterion that needs no training trajectory (magnitude, "
+                              "sipp, random; l1, l2, activation for channels): a pretrained model was not trained here")
+        spec.check_training(traj, group=group)
     wd = cfg.trainer.weight_decay
     if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not (math.isfinite(wd) and wd >= 0):
         raise ConfigError("trainer.weight_decay", wd, "a finite number ≥ 0")

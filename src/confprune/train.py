@@ -28,7 +28,7 @@ from .cache import cached
 from .data import TaskData
 from .forward import LAYOUT_VERSION
 from .integrity import content_key, state_dict_checksum
-from .models import build_model
+from .models import PRETRAINED, build_model
 from .pruning.trajectory import WelfordTracker
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,18 @@ def _segmentation_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[
     return {"dice": float(dice.mean()), "iou": float(iou.mean())}
 
 
-METRICS = {"classification": _classification_metrics, "segmentation": _segmentation_metrics}
+def _pitch_metrics(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+    """Raw pitch accuracy: the fraction of voiced frames (label not NaN) within 50 cents."""
+    from .models.crepe import decode_cents
+
+    y = targets.double()
+    voiced = ~torch.isnan(y)
+    if not bool(voiced.any()):
+        return {}
+    return {"raw_pitch_accuracy": float(((decode_cents(outputs)[voiced] - y[voiced]).abs() <= 50).double().mean())}
+
+
+METRICS = {"classification": _classification_metrics, "segmentation": _segmentation_metrics, "pitch": _pitch_metrics}
 
 
 @torch.inference_mode()
@@ -285,6 +296,21 @@ def _load_checkpoint(path: Path, model: nn.Module, key: str) -> tuple[dict[str, 
     return dict(ckpt["meta"]), dict(ckpt.get("trajectory", {}))
 
 
+def pretrained(model_cfg: Mapping[str, Any]) -> TrainedModel:
+    """A model that comes trained (``model=checkpoint``): loaded from the user's file, never
+    trained or copied into the cache; its key is the file's SHA-256 (first 16 hex digits)."""
+    from .models import weights_file
+    from .models.checkpoint import file_sha256
+
+    model = build_model(model_cfg).eval()
+    path = weights_file(model_cfg)
+    digest = file_sha256(path)
+    meta = {"key": digest[:16], "model": model_cfg["name"], "file_sha256": digest,
+            "checksum": state_dict_checksum(model.state_dict())}
+    log.info("loaded pretrained model %s (sha256 %s…); not trained", path, digest[:12])
+    return TrainedModel(model, digest[:16], Path(path).resolve(), True, 0.0, meta, {})
+
+
 def train_or_load(
     model_cfg: Mapping[str, Any],
     dataset_cfg: Mapping[str, Any],
@@ -298,6 +324,8 @@ def train_or_load(
     """The trained model for this (model, dataset, trainer, seed): loaded from the cache, or trained
     and cached. ``on_step`` (see :func:`train_model`) is called only when the model is actually
     trained here, never for a cached checkpoint; it does not enter the cache key."""
+    if model_cfg["name"] in PRETRAINED:
+        return pretrained(model_cfg)
     key = cache_key(model_cfg, dataset_cfg, trainer_cfg, seed)
     path = Path(cache_dir) / "models" / f"{model_cfg['name']}-{key}.pt"
 

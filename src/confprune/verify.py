@@ -474,6 +474,10 @@ def _check_disjoint(x: torch.Tensor, train_inputs: Any, report: VerificationRepo
         report.note("training data", "not given: that the dense model never saw the calibration data is the issuer's word")
         return
     train = train_inputs() if callable(train_inputs) else train_inputs
+    if train is None or train.shape[0] == 0:  # a pretrained model's data: no training set to compare with
+        report.note("training data", "none at hand (a pretrained model's data): that the dense model never saw "
+                    "the calibration data is the issuer's word")
+        return
 
     def digests(t: torch.Tensor) -> list[bytes]:
         rows = t.detach().cpu().contiguous().numpy().reshape(t.shape[0], -1)
@@ -767,6 +771,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"confprune.verify: cannot be checked: malformed certificate ({type(err).__name__}: {err})", file=sys.stderr)
         return EXIT_CODES["CANNOT BE CHECKED"]
     cert = load_certificate(args.certificate)
+    if "file_sha256" in cert["model"]:  # a pretrained model: the file verify loaded is the one certified
+        from .models import weights_file
+        from .models.checkpoint import file_sha256
+
+        conf = {**cert["model"]["config"], "data_dir": args.data_dir}
+        report.expect("model.file_sha256", cert["model"]["file_sha256"],
+                      file_sha256(args.dense or (weights_file(conf) if conf["name"] == "crepe" else cert["model"]["checkpoint"])))
     report.expect("data.synthetic", cert["data"].get("synthetic"), data.synthetic)
     report.expect("data.description", cert["data"].get("description"), data.description)
     print(report)
@@ -780,7 +791,7 @@ class _CannotCheck(Exception):
 def _cli_inputs(args: argparse.Namespace) -> tuple[nn.Module, Mapping[str, Any], Any]:
     """The dense model (from the checkpoint), its blob and the dataset, as the verifier names them."""
     from .data import load_dataset
-    from .models import build_model
+    from .models import PRETRAINED, build_model, weights_file
 
     try:
         cert = load_certificate(args.certificate)
@@ -797,12 +808,19 @@ def _cli_inputs(args: argparse.Namespace) -> tuple[nn.Module, Mapping[str, Any],
         except Exception as err:  # noqa: BLE001 - a file that is no export at all cannot be checked
             raise _CannotCheck(f"pruned model {args.pruned_model} cannot be read: {str(err).splitlines()[0]}") from None
     ckpt = Path(args.dense or cert["model"].get("checkpoint", ""))
+    if cert["model"]["config"].get("name") == "crepe" and not args.dense:  # published weights: fetched here
+        ckpt = Path(weights_file({**cert["model"]["config"], "data_dir": args.data_dir}))
     if not ckpt.is_file():
         raise _CannotCheck(f"dense checkpoint {ckpt} not found: pass --dense <checkpoint.pt>")
     try:
-        model = build_model(cert["model"]["config"])
-        blob = torch.load(ckpt, map_location="cpu", weights_only=True)
-        model.load_state_dict(blob["state_dict"] if "state_dict" in blob else blob)
+        if cert["model"]["config"].get("name") == "crepe":  # the published weights, fetched and hash-checked here
+            model, blob = build_model({**cert["model"]["config"], "data_dir": args.data_dir}), {}
+        elif cert["model"]["config"].get("name") in PRETRAINED:  # the user's file, loaded as the runner loads it
+            model, blob = build_model({**cert["model"]["config"], "path": str(ckpt)}), {}
+        else:
+            model = build_model(cert["model"]["config"])
+            blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+            model.load_state_dict(blob["state_dict"] if "state_dict" in blob else blob)
     except Exception as err:  # noqa: BLE001 - any failure to read the checkpoint means it cannot be checked
         raise _CannotCheck(f"dense checkpoint {ckpt} cannot be loaded: {str(err).splitlines()[0]}") from None
     spec = dict(cert["data"].get("dataset") or {})
@@ -811,6 +829,11 @@ def _cli_inputs(args: argparse.Namespace) -> tuple[nn.Module, Mapping[str, Any],
                            "data you name: pass --dataset-root <your copy>")
     if "root" in spec:
         spec["root"] = args.dataset_root
+    if "path" in spec:  # dataset=tensors: the verifier's copy of the folder, never the certificate's
+        if not args.dataset_root:
+            raise _CannotCheck(f"the certificate's data are a folder of arrays ({spec['path']}); verify reads only "
+                               "data you name: pass --dataset-root <your copy of that folder>")
+        spec["path"], spec["train_path"] = args.dataset_root, None
     try:
         data = load_dataset({**spec, "data_dir": args.data_dir})
     except Exception as err:  # noqa: BLE001 - the dataset cannot be had: nothing to check against

@@ -51,6 +51,7 @@ class TaskData:
     task: str  # classification | segmentation
     synthetic: bool = False
     description: str = ""
+    labelled: bool = True  # False: the pool has no labels (only label-free losses apply)
     # training-time augmentation: (inputs, targets, seed) -> (inputs, targets), applied per batch
     augment: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
@@ -77,7 +78,9 @@ class DatasetEntry:
     load: Callable[..., TaskData]
     pool_size: Callable[..., int | None]
     input_shape: Callable[..., tuple[int, ...]]  # one sample's input shape (cheap; same arguments)
-    output_shape: Callable[..., tuple[int, ...]]  # what a model must return per sample
+    output_shape: Callable[..., tuple[int, ...] | None]  # what a model must return per sample (None: any)
+    labelled: Callable[..., bool] = lambda **_: True  # whether the pool has labels (cheap; same arguments)
+    trains: Callable[..., bool] = lambda **_: True  # whether the config gives training data
 
 
 def limit(n: int, k: int | None) -> int:
@@ -103,6 +106,14 @@ def _registry() -> dict[str, DatasetEntry]:
     from .fashion import load_fashion_task
     from .mnist import load_mnist_task
     from .polyp import load_polyp_task, polyp_input_shape, polyp_output_shape, polyp_pool_size
+    from .tensors import (
+        load_tensors_task,
+        tensors_input_shape,
+        tensors_labelled,
+        tensors_output_shape,
+        tensors_pool_size,
+    )
+    from .tones import load_tones_task, tones_input_shape, tones_output_shape, tones_pool_size
 
     return {
         "mnist": DatasetEntry("classification", load_mnist_task, _idx_pool_size, _idx_input_shape, _ten_classes),
@@ -110,6 +121,11 @@ def _registry() -> dict[str, DatasetEntry]:
                                       _ten_classes),
         "polypgen": DatasetEntry("segmentation", load_polyp_task, polyp_pool_size, polyp_input_shape,
                                  polyp_output_shape),
+        "tones": DatasetEntry("pitch", load_tones_task, tones_pool_size, tones_input_shape, tones_output_shape,
+                              trains=lambda **_: False),
+        "tensors": DatasetEntry("classification", load_tensors_task, tensors_pool_size, tensors_input_shape,
+                                tensors_output_shape, labelled=tensors_labelled,
+                                trains=lambda train_path=None, **_: train_path is not None),
     }
 
 

@@ -9,7 +9,7 @@ in ``CRITERIA`` (a scoring function) or ``FAMILIES`` (a family that is not a pla
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -57,16 +57,22 @@ FAMILY_KEYS = ("criterion", "scope", "include_bias", "include_norm", "seed", "st
 STRUCTURES = ("unstructured", "channel")
 
 
-def channel_options(*, batch_size: int = 256) -> None:
+def channel_options(*, batch_size: int = 256, protected_layers: Sequence[str] = ()) -> None:
     """The options of the channel family's data-informed criterion (``activation``): the number
-    of training inputs its unit scores are averaged over."""
+    of training inputs its unit scores are averaged over; and :func:`channel_common`'s."""
+
+
+def channel_common(*, protected_layers: Sequence[str] = ()) -> None:
+    """The option of every channel criterion: module names whose units are never removed (e.g. a
+    layer whose output the model reshapes in a way the dependency graph does not capture, such
+    as CREPE's last convolution, flattened time-major into its classifier)."""
 
 
 #: a criterion name that means the same for whole units: the magnitude of a unit is its filter's L1 norm
 CHANNEL_ALIASES = {"magnitude": "l1"}
 #: channel criteria (pruning.structure=channel) → the function whose keyword-only arguments are their options
 CHANNEL_OPTIONS: dict[str, Callable[..., None]] = {
-    "l1": lambda: None, "l2": lambda: None, "activation": channel_options, "random": lambda: None,
+    "l1": channel_common, "l2": channel_common, "activation": channel_options, "random": channel_common,
 }
 
 
@@ -217,8 +223,12 @@ def _channel_family(
         raise ValueError("structure='channel' needs example_inputs: a batch of the model's input shape")
     ctx = ScoreContext(seed=seed, score_inputs=score_inputs, train_inputs=train_inputs)
     batch = ctx.training_batch(int(options.get("batch_size", 256))) if criterion == "activation" else None
+    protected = list(options.get("protected_layers", ()))
+    missing = sorted(set(protected) - {n for n, _ in model.named_modules()})
+    if missing:
+        raise ValueError(f"protected_layers names {missing[0]!r}, which is not a module of this model")
     family = ChannelFamily(model, torch.zeros_like(example_inputs[:2]), criterion=criterion, scope=scope, seed=seed,
-                           score_inputs=batch)
+                           score_inputs=batch, protected_layers=protected)
     family.score_info = ctx.info or None
     family.config = {**family.config, "include_bias": True, "include_norm": True, **options}
     return family
