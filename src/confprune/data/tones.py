@@ -85,9 +85,11 @@ def tones_pool_size(n_frames: int = 3000, pool_limit: int | None = None, **_: An
 
 def load_tones_task(n_frames: int = 3000, seed: int = 0, f0_min: float = 50.0, f0_max: float = 1000.0,
                     unvoiced: float = 0.1, snr_db: Sequence[float] = (0.0, 10.0, 20.0, 40.0),
-                    pool_limit: int | None = None, data_dir: str | None = None) -> TaskData:
-    """The pool: ``n_frames`` frames (no training data: CREPE comes trained). ``data_dir`` is
-    ignored (the frames are generated, deterministically, in memory)."""
+                    pool_limit: int | None = None, train_limit: int | None = None,
+                    data_dir: str | None = None) -> TaskData:
+    """The pool: ``n_frames`` frames (no training data: CREPE comes trained, so ``train_limit``
+    has nothing to limit). ``data_dir`` is ignored (the frames are generated, deterministically,
+    in memory)."""
     snr = list(snr_db)
     _check(n_frames, f0_min, f0_max, unvoiced, snr)
     n = limit(int(n_frames), pool_limit)
