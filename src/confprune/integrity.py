@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -85,4 +86,13 @@ def fingerprint(inputs: torch.Tensor, targets: torch.Tensor | None, indices: np.
     return fp.hexdigest()
 
 
-__all__ = ["CACHE_VERSION", "StreamingFingerprint", "content_key", "fingerprint", "state_dict_checksum"]
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+__all__ = ["CACHE_VERSION", "StreamingFingerprint", "content_key", "file_sha256", "fingerprint", "state_dict_checksum"]

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .integrity import file_sha256
+
 SUMMARY = "summary.json"
 SPLITS = "splits.csv"
 SPLIT_COLUMNS = ("split", "lambda_hat", "sparsity_hat", "cal_risk", "test_risk", "violated", "certified")
@@ -166,16 +168,6 @@ def write_json(obj: Any, path: str | Path) -> None:
             fh.write(text + "\n")
 
     atomic_write(path, write)
-
-
-def file_sha256(path: str | Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def artifact_checksums(directory: str | Path, paths: Iterable[str | Path]) -> dict[str, str]:

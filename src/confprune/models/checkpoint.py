@@ -15,7 +15,6 @@ checksum) and, when ``sha256`` is given, checked before anything else.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,19 +24,12 @@ import torch
 from torch import nn
 
 from ..errors import OptionError
+from ..integrity import file_sha256
 
 
 class CheckpointError(OptionError):
     """A checkpoint that cannot be used: the option (``path``, ``target``, ``kwargs``, ``sha256``;
     the config check names it ``model.<key>``), the value and what is allowed."""
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_target(target: str) -> type:
@@ -107,4 +99,4 @@ def load_checkpoint_model(path: str, target: str | None = None, kwargs: Mapping[
     return module.eval()
 
 
-__all__ = ["CheckpointError", "file_sha256", "load_checkpoint_model", "resolve_target"]
+__all__ = ["CheckpointError", "file_sha256", "load_checkpoint_model", "resolve_target"]  # file_sha256: from integrity

