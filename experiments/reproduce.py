@@ -145,6 +145,8 @@ def check_tables() -> list[str]:
             print(f"{t.name}: {n} cells compared, {len(diffs)} differ; measured, not compared: "
                   f"{', '.join(skipped) or '-'}")
             problems += diffs
+        print("the regenerated tables are now in experiments/results (their measured columns differ from the "
+              "committed ones); `git checkout -- experiments/results` restores the committed files")
         return problems
 
 
