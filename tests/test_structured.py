@@ -343,3 +343,58 @@ def test_description_is_json_and_complete():
     assert d["structure"] == "channel" and d["scope"] == "layerwise" and d["criterion"] == "l1"
     assert d["n_units"] == sum(g["units"] for g in d["groups"])
     assert len(d["groups"]) == 17  # 2·3 encoder + 2 bottleneck + 3 transposed + 2·3 decoder convs; head protected
+
+
+@pytest.mark.parametrize("scope", ["global", "layerwise"])
+def test_round_to_keeps_kernel_friendly_counts_and_stays_nested(scope):
+    """Issue 22's kernel-friendly channel counts: with round_to = 8 every layer keeps a multiple
+    of 8 units (or all of them) at every λ, the removed sets stay nested in λ (fixed-sequence
+    testing's premise) and the physical export has exactly those widths, equal to the masked
+    model. Negative control: without rounding some λ keeps a count that is not a multiple of 8."""
+    torch.manual_seed(0)
+    model = MnistCNN(channels=(16, 32), hidden=128).eval()
+    x = torch.randn(4, 1, 28, 28)
+    plain = ChannelFamily(model, x[:2], scope=scope)
+    rounded = ChannelFamily(model, x[:2], scope=scope, round_to=8)
+    grid = [i / 50 for i in range(50)]
+    assert any(k % 8 for lam in grid for k in plain.kept_units(lam).values())
+    before = None
+    for lam in grid:
+        kept = rounded.kept_units(lam)
+        assert all(k % 8 == 0 for k in kept.values()), (lam, kept)
+        removed = [set(r) for r in rounded._removed(lam)]
+        if before is not None:
+            assert all(b <= r for b, r in zip(before, removed, strict=True)), lam
+        before = removed
+        assert rounded.sparsity(lam) <= plain.sparsity(lam) + 1e-12  # rounding up keeps more
+    net = rounded.exported_module(model, 0.6)
+    assert net.features[0].out_channels == rounded.kept_units(0.6)["features.0"]
+    masked = rounded.pruned_model(model, 0.6, copy.deepcopy(model))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), masked(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="round_to"):
+        ChannelFamily(model, x[:2], round_to=0)
+
+
+def test_round_to_travels_through_the_spec_and_a_certificate_verifies():
+    from confprune.api import certify_from_table
+    from confprune.losses import make_loss
+    from confprune.pruning import FamilySpec
+    from confprune.sweep import compute_loss_table
+    from confprune.verify import ISSUER, verify_certificate
+
+    torch.manual_seed(0)
+    model = MnistCNN(channels=(16, 32), hidden=32).eval()
+    x = torch.randn(600, 1, 28, 28)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    family = FamilySpec.from_config({"criterion": "l1", "structure": "channel", "round_to": 8}).build(
+        model, example_inputs=x[:2])
+    assert family.config["round_to"] == 8
+    table = compute_loss_table(model, family, [0.0, 0.1, 0.2, 0.3], (x, y), make_loss("disagreement"),
+                               batch_size=200, progress=False)
+    res = certify_from_table(model, family, table, make_loss("disagreement"), alpha=0.3, delta=0.2)
+    report = verify_certificate(res.certificate, res.pruned_state, model, (x, y))
+    assert report.ok, str(report)  # verify rebuilt the rounded family from the recorded options
+    assert report.status == ISSUER  # the caller's own points (an issuer-chosen set), said as such
+    assert res.certificate["pruning"]["config"]["round_to"] == 8

@@ -57,15 +57,17 @@ FAMILY_KEYS = ("criterion", "scope", "include_bias", "include_norm", "seed", "st
 STRUCTURES = ("unstructured", "channel")
 
 
-def channel_options(*, batch_size: int = 256, protected_layers: Sequence[str] = ()) -> None:
+def channel_options(*, batch_size: int = 256, protected_layers: Sequence[str] = (), round_to: int = 1) -> None:
     """The options of the channel family's data-informed criterion (``activation``): the number
     of training inputs its unit scores are averaged over; and :func:`channel_common`'s."""
 
 
-def channel_common(*, protected_layers: Sequence[str] = ()) -> None:
-    """The option of every channel criterion: module names whose units are never removed (e.g. a
-    layer whose output the model reshapes in a way the dependency graph does not capture, such
-    as CREPE's last convolution, flattened time-major into its classifier)."""
+def channel_common(*, protected_layers: Sequence[str] = (), round_to: int = 1) -> None:
+    """The options of every channel criterion: ``protected_layers``, module names whose units are
+    never removed (e.g. a layer whose output the model reshapes in a way the dependency graph does
+    not capture, such as CREPE's last convolution, flattened time-major into its classifier);
+    ``round_to``, keep a multiple of this many units per layer (kernel-friendly channel counts;
+    :class:`~.structured.ChannelFamily`)."""
 
 
 #: a criterion name that means the same for whole units: the magnitude of a unit is its filter's L1 norm
@@ -228,7 +230,7 @@ def _channel_family(
     if missing:
         raise ValueError(f"protected_layers names {missing[0]!r}, which is not a module of this model")
     family = ChannelFamily(model, torch.zeros_like(example_inputs[:2]), criterion=criterion, scope=scope, seed=seed,
-                           score_inputs=batch, protected_layers=protected)
+                           score_inputs=batch, protected_layers=protected, round_to=options.get("round_to", 1))
     family.score_info = ctx.info or None
     family.config = {**family.config, "include_bias": True, "include_norm": True, **options}
     return family

@@ -187,6 +187,10 @@ class ChannelFamily:
     score_inputs : a batch of *training* inputs, shape (B, ...) — required by ``activation``;
         never calibration or test data (the family must be fixed before calibration).
     protected_layers : module names whose unit groups are never pruned (besides output layers).
+    round_to : keep a multiple of this many units in every group (the count the ranking keeps,
+        rounded *up*; a group smaller than it is kept whole): channel counts that vectorised CPU
+        kernels handle without a remainder loop. The removed units stay a prefix of each group's
+        removal order, so the family stays nested in λ (fixed-sequence testing's premise). 1: none.
     """
 
     structure = "channel"
@@ -203,7 +207,11 @@ class ChannelFamily:
         score_inputs: torch.Tensor | None = None,
         *,
         protected_layers: Sequence[str] = (),
+        round_to: int = 1,
     ) -> None:
+        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+            raise OptionError("round_to", round_to, "an integer ≥ 1 (1: no rounding)")
+        self.round_to = round_to
         if criterion not in CHANNEL_CRITERIA:
             raise ValueError(f"unknown channel criterion {criterion!r}; allowed: {', '.join(CHANNEL_CRITERIA)}")
         if scope not in SCOPES:
@@ -293,6 +301,11 @@ class ChannelFamily:
             for g, seq in enumerate(self._order):
                 for _, u in seq[: n_pruned(lam, self.groups[g].units)]:
                     removed[g].append(u)
+        if self.round_to > 1:  # keep ⌈kept / k⌉·k units: drop the last-removed ones back in
+            for g, r in enumerate(removed):
+                units = self.groups[g].units
+                kept = min(units, -(-(units - len(r)) // self.round_to) * self.round_to)
+                del r[units - kept:]
         return [sorted(r) for r in removed]
 
     # ------------------------------------------------------------------ public queries
