@@ -398,3 +398,13 @@ def test_round_to_travels_through_the_spec_and_a_certificate_verifies():
     assert report.ok, str(report)  # verify rebuilt the rounded family from the recorded options
     assert report.status == ISSUER  # the caller's own points (an issuer-chosen set), said as such
     assert res.certificate["pruning"]["config"]["round_to"] == 8
+
+
+@pytest.mark.parametrize("options,key", [({"round_to": 0}, "pruning.round_to"), ({"round_to": 2.5}, "pruning.round_to"),
+                                         ({"protected_layers": "conv6"}, "pruning.protected_layers")])
+def test_channel_options_are_checked_at_the_door(options, key):
+    from confprune.errors import ConfigError
+    from confprune.pruning import check_pruning_options
+
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_pruning_options({"structure": "channel", "criterion": "l1", **options})

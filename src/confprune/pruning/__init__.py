@@ -114,6 +114,12 @@ def check_pruning_options(options: Mapping[str, Any], group: str = "pruning") ->
                                   "true with structure=channel (a removed unit takes its bias and BatchNorm with it)")
         check_options(group, CHANNEL_OPTIONS[criterion], options, also=own,
                       what=f"channel pruning with criterion {criterion!r}")
+        k = options.get("round_to", 1)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"{group}.round_to", k, "an integer ≥ 1 (1: no rounding)")
+        protected = options.get("protected_layers", ())
+        if isinstance(protected, str) or not all(isinstance(n, str) for n in protected):
+            raise ConfigError(f"{group}.protected_layers", protected, "a list of module names, e.g. [conv6]")
         return
     scorer = CRITERIA.get(criterion) or FAMILIES[criterion]
     check_options(group, scorer, options, skip=("model", "pool", "ctx", "scope"), also=own,
