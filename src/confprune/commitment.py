@@ -90,18 +90,33 @@ def table_commitment(
     """The commitment for a calibration on a computed loss table over a registered pool (the
     library route to what the runner draws): ``configs`` are the families' configs (one for LTT,
     several for Pareto testing, whose procedure is then ``pareto_testing``)."""
-    from .export import procedure_options
     from .integrity import state_dict_checksum
     from .stats import make_fwer
 
-    pareto = len(configs) > 1
-    procedure = None if pareto else make_fwer(fwer)
-    return make_commitment(
+    return commit_families(
         dense_checksum=state_dict_checksum(model.state_dict()), pool_fingerprint=table.data_fingerprint,
-        pool_size=table.losses.shape[1], n_cal=n_cal, families=[family_commitment(c) for c in configs], risks=risks,
-        loss_options=loss_options or {}, delta=delta, fwer="pareto_testing" if pareto else procedure.name,
-        fwer_options={} if pareto else procedure_options(procedure), grid=table.grid,
-        opt_fraction=(0.5 if opt_fraction is None else opt_fraction) if pareto else None,
+        pool_size=table.losses.shape[1], n_cal=n_cal, configs=configs, risks=risks, loss_options=loss_options or {},
+        delta=delta, procedure=make_fwer(fwer), grid=table.grid,
+        opt_fraction=0.5 if opt_fraction is None else opt_fraction,
+    )
+
+
+def commit_families(
+    *, dense_checksum: str, pool_fingerprint: str, pool_size: int, n_cal: int, configs: Sequence[Mapping[str, Any]],
+    risks: Sequence[Any], loss_options: Mapping[str, Any], delta: float, procedure: Any, grid: Sequence[float],
+    opt_fraction: float,
+) -> dict[str, Any]:
+    """The commitment of one family (LTT with ``procedure``) or several (Pareto testing at
+    ``opt_fraction``; ``procedure`` is then unused): the one place the runner and the library
+    turn families and a procedure into the committed fields."""
+    from .export import procedure_options
+
+    pareto = len(configs) > 1
+    return make_commitment(
+        dense_checksum=dense_checksum, pool_fingerprint=pool_fingerprint, pool_size=pool_size, n_cal=n_cal,
+        families=[family_commitment(c) for c in configs], risks=risks, loss_options=loss_options, delta=delta,
+        fwer="pareto_testing" if pareto else procedure.name, fwer_options={} if pareto else procedure_options(procedure),
+        grid=grid, opt_fraction=opt_fraction if pareto else None,
     )
 
 
@@ -185,6 +200,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["COMMITMENT_VERSION", "COMMITTED", "SEED_FREE_CRITERIA", "check_draw", "commitment_of_certificate", "committed_draw", "digest",
+__all__ = ["COMMITMENT_VERSION", "COMMITTED", "SEED_FREE_CRITERIA", "check_draw", "commit_families", "commitment_of_certificate", "committed_draw", "digest",
            "family_commitment", "make_commitment", "risk_commitment", "seed_of",
            "table_commitment"]

@@ -25,7 +25,7 @@ from torch import nn
 
 from .api import CertifiedPruning, certify_from_table
 from .calibrate import FixedSequenceStop, deployment_indices
-from .commitment import committed_draw, family_commitment, make_commitment
+from .commitment import commit_families, committed_draw
 from .cost import CERTIFICATE_COST_KEYS
 from .data import TaskData, load_dataset
 from .errors import ConfigError
@@ -304,17 +304,12 @@ def commitment(cfg: Config, dense: DenseModel, families: list[Family], specs: li
     """What precedes calibration, committed before any calibration loss is seen: the deployment
     draw (and Pareto testing's split) come from its digest, not from a seed of the issuer's
     choosing (:mod:`confprune.commitment`)."""
-    from .export import procedure_options
-
     pareto = len(specs) > 1  # as pareto_stage decides
-    configs = [spec.config for spec in specs] if pareto else [dict(families[0].config)]
-    procedure = make_fwer(**cfg.fwer)
-    return make_commitment(
+    return commit_families(
         dense_checksum=dense.checksum, pool_fingerprint=data.pool_fingerprint(), pool_size=data.pool_size,
-        n_cal=cfg.calibration.n_cal, families=[family_commitment(c) for c in configs], risks=risks,
-        loss_options=loss.params, delta=cfg.calibration.delta,
-        fwer="pareto_testing" if pareto else procedure.name, fwer_options={} if pareto else procedure_options(procedure),
-        grid=grid, opt_fraction=cfg.knobs.opt_fraction if pareto else None,
+        n_cal=cfg.calibration.n_cal, risks=risks, loss_options=loss.params, delta=cfg.calibration.delta,
+        configs=[spec.config for spec in specs] if pareto else [dict(families[0].config)],
+        procedure=make_fwer(**cfg.fwer), grid=grid, opt_fraction=cfg.knobs.opt_fraction if pareto else 0.5,
     )
 
 
